@@ -1,0 +1,43 @@
+"""Compositing in crop space: cross-fade overlapping chunk outputs, cross-fade to the mouth at
+rest around speech boundaries, then paste into the full frame through the feathered mask."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def blend_outputs(outputs: list[tuple[np.ndarray, float]]) -> np.ndarray:
+    """Weighted average of (crop, weight) pairs; weights are renormalised over those given."""
+    if len(outputs) == 1:
+        return outputs[0][0]
+    total = sum(w for _, w in outputs)
+    acc = np.zeros(outputs[0][0].shape, np.float32)
+    for crop, w in outputs:
+        acc += crop.astype(np.float32) * (w / total)
+    return np.clip(np.rint(acc), 0, 255).astype(np.uint8)
+
+
+def mix(a: np.ndarray, b: np.ndarray, weight_b: float) -> np.ndarray:
+    """(1 - weight_b) * a + weight_b * b, as uint8."""
+    if weight_b >= 1.0:
+        return b
+    if weight_b <= 0.0:
+        return a
+    out = a.astype(np.float32) + weight_b * (b.astype(np.float32) - a.astype(np.float32))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def speech_weight(change_times: list[float], change_states: list[bool], t: float, crossfade_s: float) -> float:
+    """1 in speech, 0 in silence, a linear ramp of ``crossfade_s`` centred on each change."""
+    state = False
+    nearest: tuple[float, bool] | None = None
+    for tc, sc in zip(change_times, change_states, strict=True):
+        if tc <= t:
+            state = sc
+        if crossfade_s > 0 and abs(t - tc) < crossfade_s / 2 and (nearest is None or abs(t - tc) < abs(t - nearest[0])):
+            nearest = (tc, sc)
+    if nearest is None:
+        return 1.0 if state else 0.0
+    tc, onset = nearest
+    d = (t - tc) / crossfade_s
+    return float(np.clip(0.5 + d if onset else 0.5 - d, 0.0, 1.0))

@@ -1,0 +1,242 @@
+"""Typed configuration. Defaults live here; ``config.toml`` documents them and the CLI reads it.
+
+Each component takes its own section object as constructor argument. Unknown keys and bad
+values raise :class:`ConfigError` with one line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_origin
+
+from stream.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Audio in: everything is converted to 16 kHz mono and kept in a ring buffer."""
+
+    ring_buffer_ms: int = 12000
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    """Voice activity detection: silero-vad probabilities under a hysteresis state machine."""
+
+    enabled: bool = True
+    threshold: float = 0.5
+    speech_start_ms: int = 64
+    speech_stop_ms: int = 250
+    crossfade_ms: int = 100
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    """Face detection, tracking, crop and mouth mask."""
+
+    detect_every_frames: int = 3
+    min_confidence: float = 0.5
+    select: Literal["largest", "leftmost", "rightmost", "center"] = "largest"
+    smoothing: float = 0.5
+    crop_scale: float = 1.8
+    lost_after_frames: int = 10
+    mask_feather_px: int = 6
+    mask_width_scale: float = 1.0
+    mask_height_scale: float = 1.0
+    paste_feather_px: int = 8
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    """How frames are grouped for the model."""
+
+    chunk_frames: int = 8
+    overlap_frames: int = 2
+    audio_before_ms: int = 200
+    audio_after_ms: int = 80
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which lip-sync model runs, and how."""
+
+    name: Literal["identity"] = "identity"
+    steps: int = 4
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PlayoutConfig:
+    """Fixed-delay playout with deadlines, fallbacks and a degrade ladder."""
+
+    delay_ms: int = 800
+    fallback: Literal["hold", "rest", "passthrough"] = "hold"
+    hold_max_frames: int = 12
+    degrade_late_frames: int = 3
+    degrade_window_frames: int = 25
+    recover_after_frames: int = 125
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Encoded output (file sink)."""
+
+    video_codec: Literal["libx264", "mpeg4"] = "libx264"
+    crf: int = 20
+    audio_codec: Literal["aac"] = "aac"
+    audio_sample_rate_hz: int = 48000
+
+
+@dataclass(frozen=True)
+class Config:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    face: FaceConfig = field(default_factory=FaceConfig)
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    playout: PlayoutConfig = field(default_factory=PlayoutConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+# Ranges for numeric keys: (min, max), inclusive; None = unbounded.
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "audio.ring_buffer_ms": (2000, 600000),
+    "vad.threshold": (0.01, 0.99),
+    "vad.speech_start_ms": (0, 2000),
+    "vad.speech_stop_ms": (0, 5000),
+    "vad.crossfade_ms": (0, 2000),
+    "face.detect_every_frames": (1, 1000),
+    "face.min_confidence": (0.05, 0.99),
+    "face.smoothing": (0.0, 0.95),
+    "face.crop_scale": (1.0, 4.0),
+    "face.lost_after_frames": (0, 10000),
+    "face.mask_feather_px": (0, 64),
+    "face.mask_width_scale": (0.3, 3.0),
+    "face.mask_height_scale": (0.3, 3.0),
+    "face.paste_feather_px": (0, 64),
+    "chunk.chunk_frames": (1, 64),
+    "chunk.overlap_frames": (0, 32),
+    "chunk.audio_before_ms": (0, 2000),
+    "chunk.audio_after_ms": (0, 1000),
+    "model.steps": (1, 100),
+    "playout.delay_ms": (0, 10000),
+    "playout.hold_max_frames": (0, 1000),
+    "playout.degrade_late_frames": (1, 1000),
+    "playout.degrade_window_frames": (1, 10000),
+    "playout.recover_after_frames": (1, 100000),
+    "output.crf": (0, 51),
+    "output.audio_sample_rate_hz": (8000, 96000),
+}
+
+
+def _allowed(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _check_value(key: str, tp: Any, value: Any) -> Any:
+    ok: bool
+    if get_origin(tp) is Literal:
+        ok = value in get_args(tp)
+    elif tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif tp is str:
+        ok = isinstance(value, str)
+    else:  # pragma: no cover - every field type is listed above
+        ok = True
+    if not ok:
+        raise ConfigError(f"config key {key} = {value!r} is invalid: expected {_allowed(tp)}")
+    lo, hi = _RANGES.get(key, (None, None))
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"config key {key} = {value!r} is out of range: allowed {lo} to {hi}")
+    return value
+
+
+def validate(cfg: Config) -> None:
+    """Check ranges and cross-field rules of a fully built config."""
+    for sec in dataclasses.fields(cfg):
+        obj = getattr(cfg, sec.name)
+        hints = typing.get_type_hints(type(obj))
+        for f in dataclasses.fields(obj):
+            _check_value(f"{sec.name}.{f.name}", hints[f.name], getattr(obj, f.name))
+    c = cfg.chunk
+    if c.overlap_frames >= c.chunk_frames:
+        raise ConfigError(
+            f"config key chunk.overlap_frames = {c.overlap_frames} must be smaller than "
+            f"chunk.chunk_frames = {c.chunk_frames}"
+        )
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build a config from nested dicts (as TOML parses), rejecting unknown keys."""
+    sections = _section_types()
+    built: dict[str, Any] = {}
+    for name, values in data.items():
+        if name not in sections:
+            raise ConfigError(f"unknown config section [{name}]: allowed sections are {', '.join(sections)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section [{name}] must be a table, got {values!r}")
+        cls = sections[name]
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        kwargs = {}
+        for key, value in values.items():
+            if key not in names:
+                raise ConfigError(f"unknown config key {name}.{key}: allowed keys are {', '.join(names)}")
+            kwargs[key] = _check_value(f"{name}.{key}", hints[key], value)
+        built[name] = cls(**kwargs)
+    return Config(**built)
+
+
+def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(cfg)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse ``section.key=value`` (value in TOML syntax; bare words are strings)."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"override {text!r} is malformed: use --set section.key=value, e.g. playout.delay_ms=600")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return section, key, value
+
+
+def load(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load defaults, then the TOML file at ``path`` (if any), then ``section.key=value`` overrides."""
+    data: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist: pass an existing TOML file to --config") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML ({e}): fix the syntax") from None
+    for text in overrides:
+        section, key, value = parse_override(text)
+        data.setdefault(section, {})[key] = value
+    return from_dict(data)

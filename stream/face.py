@@ -1,0 +1,242 @@
+"""Faces: detect periodically, track and smooth in between, crop to the model size, build the
+adaptive mouth mask (the model's editing-control region) and paste the result back, feathered.
+
+The default detector is MediaPipe's short-range BlazeFace, whose weights ship inside the
+``mediapipe`` wheel (nothing downloads). It gives a box and six keypoints: right eye, left eye,
+nose tip, mouth centre, right ear tragion, left ear tragion.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from stream.config import FaceConfig
+from stream.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# Keypoint rows in FaceDetection.keypoints
+RIGHT_EYE, LEFT_EYE, NOSE, MOUTH = 0, 1, 2, 3
+DETECT_MAX_SIDE_PX = 640  # larger frames are downscaled before detection
+
+
+@dataclass(frozen=True)
+class FaceDetection:
+    """A detected face in frame pixels: box (x0, y0, x1, y1), score, keypoints (6, 2)."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    keypoints: np.ndarray
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
+class FaceDetector(Protocol):
+    def detect(self, image: np.ndarray) -> list[FaceDetection]: ...
+
+
+class MediaPipeFaceDetector:
+    """BlazeFace short-range detector from the installed mediapipe package."""
+
+    def __init__(self, min_confidence: float = 0.5) -> None:
+        try:
+            import mediapipe as mp
+        except ImportError as e:  # pragma: no cover - mediapipe is a hard dependency
+            raise InputError(
+                "face detection needs mediapipe==0.10.14: pip install 'mediapipe==0.10.14'"
+            ) from e
+        self._fd = mp.solutions.face_detection.FaceDetection(
+            model_selection=0, min_detection_confidence=min_confidence
+        )
+
+    def detect(self, image: np.ndarray) -> list[FaceDetection]:
+        h, w = image.shape[:2]
+        scale = min(1.0, DETECT_MAX_SIDE_PX / max(h, w))
+        small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)), cv2.INTER_AREA)
+        res = self._fd.process(np.ascontiguousarray(small))
+        out = []
+        for d in res.detections or []:
+            rb = d.location_data.relative_bounding_box
+            kp = np.array([[k.x * w, k.y * h] for k in d.location_data.relative_keypoints], np.float32)
+            box = (rb.xmin * w, rb.ymin * h, (rb.xmin + rb.width) * w, (rb.ymin + rb.height) * h)
+            out.append(FaceDetection(box, float(d.score[0]), kp))
+        return out
+
+    def close(self) -> None:
+        self._fd.close()
+
+
+@dataclass(frozen=True)
+class FaceState:
+    """The tracked face in one frame: where the model crop comes from and its mouth mask."""
+
+    center: tuple[float, float]  # crop centre, frame pixels
+    side_px: float  # crop side, frame pixels
+    angle_rad: float  # head roll; the crop is rotated so the eyes are level
+    keypoints: np.ndarray  # (6, 2) frame pixels, smoothed
+
+    def affine(self, size_px: int) -> np.ndarray:
+        """2x3 matrix mapping frame pixels to crop pixels."""
+        s = size_px / self.side_px
+        c, si = math.cos(self.angle_rad) * s, math.sin(self.angle_rad) * s
+        cx, cy = self.center
+        # rotate by -angle about the centre, scale, then move the centre to the crop centre
+        return np.array(
+            [[c, si, size_px / 2 - (c * cx + si * cy)], [-si, c, size_px / 2 - (-si * cx + c * cy)]],
+            np.float32,
+        )
+
+
+def _select(dets: list[FaceDetection], rule: str, width: int) -> FaceDetection:
+    if rule == "largest":
+        return max(dets, key=lambda d: d.area)
+    if rule == "leftmost":
+        return min(dets, key=lambda d: d.box[0])
+    if rule == "rightmost":
+        return max(dets, key=lambda d: d.box[2])
+    return min(dets, key=lambda d: abs((d.box[0] + d.box[2]) / 2 - width / 2))
+
+
+class FaceTracker:
+    """Runs the detector every ``detect_every_frames`` frames and smooths the result.
+
+    Between detections the last state is held. A face missing for more than
+    ``lost_after_frames`` detections' worth of frames is dropped (the session passes frames
+    through). Once a face is tracked, the detection nearest to it is followed, so a second
+    face entering the picture does not steal the track.
+    """
+
+    def __init__(self, config: FaceConfig, detector: FaceDetector | None = None) -> None:
+        self.config = config
+        self.detector = detector if detector is not None else MediaPipeFaceDetector(config.min_confidence)
+        self.state: FaceState | None = None
+        self._frame_index = 0
+        self._frames_since_seen = 0
+        self.detections_run = 0
+
+    def update(self, image: np.ndarray) -> FaceState | None:
+        i = self._frame_index
+        self._frame_index += 1
+        if i % self.config.detect_every_frames != 0:
+            return self._age()
+        dets = self.detector.detect(image)
+        self.detections_run += 1
+        if not dets:
+            return self._age()
+        if self.state is not None:
+            cx, cy = self.state.center
+            det = min(dets, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)
+        else:
+            det = _select(dets, self.config.select, image.shape[1])
+        self._frames_since_seen = 0
+        self.state = self._smooth(self._measure(det))
+        return self.state
+
+    def _age(self) -> FaceState | None:
+        self._frames_since_seen += 1
+        if self._frames_since_seen > self.config.lost_after_frames + self.config.detect_every_frames:
+            self.state = None
+        return self.state
+
+    def _measure(self, det: FaceDetection) -> FaceState:
+        kp = det.keypoints
+        x0, y0, x1, y1 = det.box
+        eye_dx, eye_dy = kp[LEFT_EYE] - kp[RIGHT_EYE]
+        angle = math.atan2(float(eye_dy), float(eye_dx))
+        side = max(x1 - x0, y1 - y0) * self.config.crop_scale
+        # centre between the box centre and the mouth, so the mouth sits below the middle
+        bc = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
+        center = bc + 0.25 * (kp[MOUTH] - bc)
+        return FaceState((float(center[0]), float(center[1])), float(side), angle, kp.copy())
+
+    def _smooth(self, new: FaceState) -> FaceState:
+        old = self.state
+        a = self.config.smoothing
+        if old is None or a == 0 or math.dist(old.center, new.center) > 0.5 * old.side_px:
+            return new
+        mix = lambda p, q: a * p + (1 - a) * q  # noqa: E731
+        return FaceState(
+            (mix(old.center[0], new.center[0]), mix(old.center[1], new.center[1])),
+            mix(old.side_px, new.side_px),
+            mix(old.angle_rad, new.angle_rad),
+            mix(old.keypoints, new.keypoints).astype(np.float32),
+        )
+
+
+class FaceCropper:
+    """Crops the model's input square, builds the mouth mask, and pastes results back."""
+
+    def __init__(self, config: FaceConfig, size_px: int) -> None:
+        self.config = config
+        self.size_px = size_px
+
+    def crop(self, image: np.ndarray, face: FaceState) -> np.ndarray:
+        m = face.affine(self.size_px)
+        return cv2.warpAffine(
+            image, m, (self.size_px, self.size_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+
+    def mouth_mask(self, face: FaceState) -> np.ndarray:
+        """Feathered mouth mask in crop pixels, float32 in [0, 1].
+
+        The ellipse adapts to the face: width from the eye distance, top halfway between nose
+        and mouth, bottom towards the chin (mouth-to-nose distance below the mouth).
+        """
+        n = self.size_px
+        m = face.affine(n)
+        kp = face.keypoints @ m[:, :2].T + m[:, 2]
+        eye_dist = float(np.linalg.norm(kp[LEFT_EYE] - kp[RIGHT_EYE]))
+        nose, mouth = kp[NOSE], kp[MOUTH]
+        nm = max(float(np.linalg.norm(mouth - nose)), 1.0)
+        top = mouth[1] - 0.55 * nm
+        bottom = mouth[1] + 1.35 * nm
+        cy = (top + bottom) / 2
+        ax = 0.5 * eye_dist * 1.3 * self.config.mask_width_scale
+        ay = (bottom - top) / 2 * self.config.mask_height_scale
+        mask = np.zeros((n, n), np.float32)
+        cv2.ellipse(mask, (round(float(mouth[0])), round(cy)), (max(1, round(ax)), max(1, round(ay))), 0, 0, 360, 1.0, -1)
+        f = self.config.mask_feather_px * n / 256
+        if f > 0:
+            k = 2 * math.ceil(2 * f) + 1
+            mask = cv2.GaussianBlur(mask, (k, k), f)
+            mask[mask < 1 / 255] = 0.0
+        return mask
+
+    def paste(self, image: np.ndarray, crop: np.ndarray, mask: np.ndarray, face: FaceState) -> np.ndarray:
+        """Blend ``crop`` into a copy of ``image`` where ``mask`` > 0. Pixels whose pasted mask
+        is 0 are returned bit-exact."""
+        h, w = image.shape[:2]
+        ys, xs = np.nonzero(mask)
+        if xs.size == 0:
+            return image.copy()
+        # only the mask's bounding box (in frame pixels) is touched
+        inv = cv2.invertAffineTransform(face.affine(self.size_px))
+        bx = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.min()], [xs.min(), ys.max() + 1], [xs.max() + 1, ys.max() + 1]], np.float32)
+        corners = bx @ inv[:, :2].T + inv[:, 2]
+        x0, y0 = np.floor(corners.min(0)).astype(int) - 1
+        x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        out = image.copy()
+        if x1 <= x0 or y1 <= y0:
+            return out
+        roi_inv = inv.copy()
+        roi_inv[:, 2] -= (x0, y0)
+        roi_m = cv2.invertAffineTransform(roi_inv)
+        size = (x1 - x0, y1 - y0)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        gen = cv2.warpAffine(crop, roi_m, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.warpAffine(mask, roi_m, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        roi = out[y0:y1, x0:x1]
+        a = alpha[..., None]
+        blended = roi.astype(np.float32) + a * (gen.astype(np.float32) - roi.astype(np.float32))
+        out[y0:y1, x0:x1] = np.where(a > 0, np.clip(np.rint(blended), 0, 255), roi).astype(np.uint8)
+        return out

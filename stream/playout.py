@@ -1,0 +1,67 @@
+"""Fixed-delay playout support: the degrade ladder that keeps deadlines.
+
+Every frame captured at t leaves at t + D. When frames miss their deadline, the ladder steps
+down: fewer sampler steps, then one step, then shorter chunks, then pass-through. After a
+long enough run with no late frame it steps back up one rung.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass
+
+from stream.config import ChunkConfig, PlayoutConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rung:
+    steps: int
+    chunk_frames: int
+    overlap_frames: int
+    passthrough: bool = False
+
+
+class DegradeLadder:
+    def __init__(self, config: PlayoutConfig, chunk: ChunkConfig, steps: int) -> None:
+        self.config = config
+        L, O = chunk.chunk_frames, chunk.overlap_frames
+        rungs = [Rung(steps, L, O)]
+        if steps > 2:
+            rungs.append(Rung(max(1, steps // 2), L, O))
+        if steps > 1:
+            rungs.append(Rung(1, L, O))
+        if L >= 4:
+            short = max(2, L // 2)
+            rungs.append(Rung(1, short, min(O, short - 1) if O else 0))
+        rungs.append(Rung(1, L, O, passthrough=True))
+        self.rungs = rungs
+        self.level = 0
+        self._recent: collections.deque[bool] = collections.deque(maxlen=config.degrade_window_frames)
+        self._clean = 0
+        self.changes = 0
+
+    @property
+    def rung(self) -> Rung:
+        return self.rungs[self.level]
+
+    def record(self, late: bool) -> bool:
+        """Record one emitted frame; return True when the rung changed."""
+        self._recent.append(late)
+        self._clean = 0 if late else self._clean + 1
+        if sum(self._recent) >= self.config.degrade_late_frames and self.level < len(self.rungs) - 1:
+            self.level += 1
+            self._recent.clear()
+            self._clean = 0
+            self.changes += 1
+            log.warning("frames are missing their deadline; degrading to %s", self.rung)
+            return True
+        if self.level > 0 and self._clean >= self.config.recover_after_frames:
+            self.level -= 1
+            self._clean = 0
+            self.changes += 1
+            log.info("deadlines met again; stepping back up to %s", self.rung)
+            return True
+        return False

@@ -1,0 +1,348 @@
+"""One lip-sync stream: video and audio in, delayed lip-synced video and audio out.
+
+Timing model: fixed-delay playout. A frame (or audio block) whose media time is t is due at
+``anchor + t + D`` on the session clock, where ``anchor`` maps media time to clock time at
+the first input. ``pull(now)`` returns everything due by ``now``; a frame whose mouth is not
+ready then leaves with the fallback and is counted late. ``pull(wait=True)`` (offline use)
+instead waits for the model and ignores deadlines.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stream.audio import AudioInput, AudioRing
+from stream.chunker import ChunkPlan, Chunker, audio_windows
+from stream.clock import Clock
+from stream.compositor import blend_outputs, mix, speech_weight
+from stream.config import Config
+from stream.face import FaceCropper, FaceState, FaceTracker
+from stream.frames import AudioFrame, FrameKind, OutputAudio, OutputFrame, VideoFrame
+from stream.playout import DegradeLadder
+from stream.vad import Vad
+from stream.worker import JobResult, LipSyncModel, ModelChunk, ModelWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Slot:
+    index: int
+    frame: VideoFrame
+    deadline_s: float
+    face: FaceState | None
+    crop: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    jobs: list[tuple[cf.Future[JobResult], int, float]] = field(default_factory=list)
+
+
+@dataclass
+class SessionStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    audio_in: int = 0
+    audio_out: int = 0
+    generated: int = 0
+    rest: int = 0
+    hold: int = 0
+    passthrough: int = 0
+    no_face: int = 0
+    late: int = 0
+    chunks_planned: int = 0
+    chunks_silent: int = 0
+    chunks_refused: int = 0
+    model_errors: int = 0
+    nonfinite_audio_samples: int = 0
+    degrade_level: int = 0
+    stage_ms: dict[str, float] = field(default_factory=lambda: {"face": 0.0, "crop": 0.0, "paste": 0.0})
+    ready_latency_s: list[float] = field(default_factory=list)  # capture -> mouth ready, per generated frame
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "ready_latency_s"}
+        d["stage_ms"] = dict(self.stage_ms)
+        return d
+
+
+class LipSyncSession:
+    """Wires face tracking, audio, VAD, chunking, the model worker and playout for one stream.
+
+    Call :meth:`push_video` / :meth:`push_audio` as media arrives, :meth:`pull` to take what is
+    due, :meth:`finish` at end of stream and :meth:`close` when done.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        model: LipSyncModel,
+        clock: Clock,
+        *,
+        worker: ModelWorker | None = None,
+        tracker: FaceTracker | None = None,
+        vad: Vad | None = None,
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.clock = clock
+        self.delay_s = config.playout.delay_ms / 1000
+        self.worker = worker if worker is not None else ModelWorker(model, clock)
+        self._own_worker = worker is None
+        self.tracker = tracker if tracker is not None else FaceTracker(config.face)
+        self.cropper = FaceCropper(config.face, model.resolution_px)
+        self.ring = AudioRing(config.audio.ring_buffer_ms)
+        self.audio_in = AudioInput(self.ring)
+        self.vad = vad if vad is not None else Vad(config.vad, self.ring)
+        self.chunker = Chunker(config.chunk)
+        self.ladder = DegradeLadder(config.playout, config.chunk, config.model.steps)
+        self.stats = SessionStats()
+        self._anchor_s: float | None = None
+        self._slots: deque[_Slot] = deque()  # frames not yet emitted, in order
+        self._base = 0  # index of self._slots[0]
+        self._n_frames = 0
+        self._audio_out: deque[tuple[AudioFrame, float]] = deque()
+        self._finished = False
+        self._reference: Any = None
+        self._rest_crop: np.ndarray | None = None
+        self._rest_job: cf.Future[JobResult] | None = None
+        self._last_good: tuple[int, np.ndarray] | None = None  # (frame index, crop)
+
+    # -- input ------------------------------------------------------------------------
+    def _deadline(self, media_s: float) -> float:
+        if self._anchor_s is None:
+            self._anchor_s = self.clock.now() - media_s
+        return self._anchor_s + media_s + self.delay_s
+
+    def push_video(self, frame: VideoFrame) -> None:
+        img = frame.image
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"video frame image must be HxWx3 uint8 RGB, got {img.shape} {img.dtype}")
+        deadline = self._deadline(frame.time_s)
+        t0 = time.perf_counter()
+        face = self.tracker.update(img)
+        t1 = time.perf_counter()
+        slot = _Slot(self._n_frames, frame, deadline, face)
+        if face is not None:
+            slot.crop = self.cropper.crop(img, face)
+            slot.mask = self.cropper.mouth_mask(face)
+            if self._reference is None:
+                self._set_reference(slot.crop, slot.mask)
+        t2 = time.perf_counter()
+        self.stats.stage_ms["face"] += (t1 - t0) * 1000
+        self.stats.stage_ms["crop"] += (t2 - t1) * 1000
+        self._slots.append(slot)
+        self._n_frames += 1
+        self.stats.frames_in += 1
+        self._plan_chunks()
+
+    def push_audio(self, frame: AudioFrame) -> None:
+        self._deadline(frame.time_s)
+        before = self.audio_in.nonfinite_samples
+        self.audio_in.push(frame)
+        self.stats.nonfinite_audio_samples = self.audio_in.nonfinite_samples
+        samples = frame.samples
+        if self.audio_in.nonfinite_samples != before or samples.dtype != np.float32 or samples.ndim != 2:
+            from stream.audio import sanitize
+
+            samples, _ = sanitize(samples)
+            frame = AudioFrame(samples, frame.sample_rate_hz, frame.pts, frame.time_base)
+        self._audio_out.append((frame, self._deadline(frame.time_s)))
+        self.stats.audio_in += 1
+        self.vad.update()
+        self._plan_chunks()
+
+    def finish(self) -> None:
+        """End of input: flush the resampler and plan the last, possibly short, chunk."""
+        self.audio_in.close()
+        self.vad.update()
+        self._finished = True
+        self._plan_chunks()
+
+    # -- reference & rest mouth ------------------------------------------------------
+    def _set_reference(self, crop: np.ndarray, mask: np.ndarray) -> None:
+        self._reference = self.worker.run_sync(self.model.encode_reference, crop)
+        self._rest_crop = crop  # until the model's rest mouth is ready: the reference, still
+        L = self.chunker.chunk_frames
+        n_audio = round((self.config.chunk.audio_before_ms + self.config.chunk.audio_after_ms) * 16)
+        chunk = ModelChunk(
+            np.repeat(crop[None], L, 0),
+            np.repeat(mask[None], L, 0),
+            np.zeros((L, n_audio), np.float32),
+            np.zeros(L, bool),
+            np.zeros(L, np.float64),
+        )
+        self._rest_job = self.worker.submit(chunk, self._reference, self.ladder.rung.steps)
+
+    def _rest(self) -> np.ndarray | None:
+        job = self._rest_job
+        if job is not None and job.done():
+            self._rest_job = None
+            if job.exception() is None:
+                self._rest_crop = job.result().frames[0]
+        return self._rest_crop
+
+    # -- chunks --------------------------------------------------------------------
+    def _slot(self, index: int) -> _Slot | None:
+        k = index - self._base
+        return self._slots[k] if 0 <= k < len(self._slots) else None
+
+    def _speech_w(self, t: float) -> float:
+        return speech_weight(*self.vad.change_points(), t, self.config.vad.crossfade_ms / 1000)
+
+    def _plan_chunks(self) -> None:
+        while True:
+            rung = self.ladder.rung
+            if (rung.chunk_frames, rung.overlap_frames) != (self.chunker.chunk_frames, self.chunker.overlap_frames):
+                self.chunker.set_length(rung.chunk_frames, rung.overlap_frames)
+            self.chunker.skip_to(self._base)  # frames that already left are never planned
+            start = self.chunker.next_start
+            has_face = [self._slots[i - self._base].face is not None for i in range(start, self._n_frames)]
+            planned = self.chunker.plan(self._n_frames, has_face, final=self._finished)
+            if planned is None:
+                return
+            # the chunk's last frame needs its audio lookahead and a final VAD decision
+            last = self._slot(planned.stop - 1)
+            assert last is not None
+            need = last.frame.time_s + max(self.chunker.lookahead_s, self.config.vad.crossfade_ms / 2000)
+            if not self._finished and (self.ring.end_s < need or self.vad.final_until_s < need):
+                return
+            self.chunker.commit(planned)
+            self._submit(planned, rung.steps, rung.passthrough)
+
+    def _submit(self, plan: ChunkPlan, steps: int, passthrough: bool) -> None:
+        slots = [self._slot(i) for i in range(plan.start, plan.stop)]
+        assert all(s is not None and s.crop is not None for s in slots)
+        times = np.array([s.frame.time_s for s in slots])  # type: ignore[union-attr]
+        weights = [self._speech_w(t) for t in times]
+        self.stats.chunks_planned += 1
+        if passthrough:
+            return
+        if max(weights) <= 0.0:
+            self.stats.chunks_silent += 1
+            return
+        L = self.chunker.chunk_frames
+        n = plan.stop - plan.start
+        pad = [slots[min(k, n - 1)] for k in range(max(L, n))]  # short chunks repeat their last frame
+        chunk = ModelChunk(
+            np.stack([s.crop for s in pad]),  # type: ignore[union-attr]
+            np.stack([s.mask for s in pad]),  # type: ignore[union-attr]
+            audio_windows(
+                self.ring,
+                np.array([s.frame.time_s for s in pad]),  # type: ignore[union-attr]
+                self.config.chunk.audio_before_ms,
+                self.config.chunk.audio_after_ms,
+            ),
+            np.array([self._speech_w(s.frame.time_s) > 0 for s in pad]),  # type: ignore[union-attr]
+            np.array([s.frame.time_s for s in pad]),  # type: ignore[union-attr]
+        )
+        fut = self.worker.submit(chunk, self._reference, steps)
+        if fut is None:
+            self.stats.chunks_refused += 1
+            return
+        for k, s in enumerate(slots):
+            s.jobs.append((fut, k, plan.weight(plan.start + k)))  # type: ignore[union-attr]
+
+    # -- output ---------------------------------------------------------------------
+    def _compose(self, slot: _Slot, now: float, wait: bool) -> OutputFrame:
+        frame = slot.frame
+        t = frame.time_s
+        if slot.face is None or self.ladder.rung.passthrough:
+            self.stats.no_face += slot.face is None
+            self.stats.passthrough += 1
+            return OutputFrame(frame, FrameKind.PASSTHROUGH, slot.deadline_s, now)
+        sw = self._speech_w(t)
+        outputs: list[tuple[np.ndarray, float]] = []
+        failed = False
+        ready_at = 0.0
+        for fut, k, w in slot.jobs:
+            if wait:
+                cf.wait([fut])
+            if fut.done():
+                if fut.exception() is None:
+                    res = fut.result()
+                    outputs.append((res.frames[k], w))
+                    ready_at = max(ready_at, res.finished_s)
+                else:
+                    failed = True
+        self.stats.model_errors = self.worker.errors
+        rest = self._rest()
+        assert slot.crop is not None and slot.mask is not None
+        late = False
+        if sw <= 0.0:
+            kind, crop = FrameKind.REST, rest
+        elif outputs:
+            gen = blend_outputs(outputs)
+            self._last_good = (slot.index, gen)
+            kind, crop = FrameKind.GENERATED, mix(rest, gen, sw) if rest is not None else gen
+            self.stats.ready_latency_s.append(ready_at - (slot.deadline_s - self.delay_s))
+        else:
+            late = True
+            fb = self.config.playout.fallback
+            lg = self._last_good
+            if fb == "hold" and lg is not None and slot.index - lg[0] <= self.config.playout.hold_max_frames:
+                kind, crop = FrameKind.HOLD, lg[1]
+            elif fb in ("hold", "rest") and rest is not None:
+                kind, crop = FrameKind.REST, rest
+            else:
+                kind, crop = FrameKind.PASSTHROUGH, None
+            if failed:
+                log.debug("frame %d: model failed, fallback %s", slot.index, kind.value)
+        if crop is None:
+            image = frame.image
+        else:
+            t0 = time.perf_counter()
+            image = self.cropper.paste(frame.image, crop, slot.mask, slot.face)
+            self.stats.stage_ms["paste"] += (time.perf_counter() - t0) * 1000
+        setattr(self.stats, kind.value, getattr(self.stats, kind.value) + 1)
+        out = OutputFrame(VideoFrame(image, frame.pts, frame.time_base), kind, slot.deadline_s, now, late, sw > 0)
+        return out
+
+    def pull(self, now: float | None = None, wait: bool = False) -> tuple[list[OutputFrame], list[OutputAudio]]:
+        """Everything due by ``now`` (video, audio), in order. With ``wait``, every frame whose
+        chunks are planned is returned after waiting for the model, whatever the time."""
+        if now is None:
+            now = self.clock.now()
+        self._plan_chunks()
+        frames: list[OutputFrame] = []
+        while self._slots:
+            slot = self._slots[0]
+            if wait:
+                if slot.index >= self.chunker.next_start and not self._finished and slot.face is not None:
+                    break  # its chunk is not planned yet
+            elif slot.deadline_s > now:
+                break
+            out = self._compose(slot, now, wait)
+            self._slots.popleft()
+            self._base += 1
+            frames.append(out)
+            self.stats.frames_out += 1
+            self.stats.late += out.late
+            if not wait and self.ladder.record(out.late):
+                self.stats.degrade_level = self.ladder.level
+        audio: list[OutputAudio] = []
+        while self._audio_out and (wait or self._audio_out[0][1] <= now):
+            af, deadline = self._audio_out.popleft()
+            audio.append(OutputAudio(af, deadline, now))
+            self.stats.audio_out += 1
+        return frames, audio
+
+    @property
+    def pending_frames(self) -> int:
+        return len(self._slots)
+
+    def next_deadline(self) -> float | None:
+        cands = []
+        if self._slots:
+            cands.append(self._slots[0].deadline_s)
+        if self._audio_out:
+            cands.append(self._audio_out[0][1])
+        return min(cands) if cands else None
+
+    def close(self) -> None:
+        if self._own_worker:
+            self.worker.close()
