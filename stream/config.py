@@ -46,7 +46,6 @@ class FaceConfig:
     mask_feather_px: int = 6
     mask_width_scale: float = 1.0
     mask_height_scale: float = 1.0
-    paste_feather_px: int = 8
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,6 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "face.mask_feather_px": (0, 64),
     "face.mask_width_scale": (0.3, 3.0),
     "face.mask_height_scale": (0.3, 3.0),
-    "face.paste_feather_px": (0, 64),
     "chunk.chunk_frames": (1, 64),
     "chunk.overlap_frames": (0, 32),
     "chunk.audio_before_ms": (0, 2000),

@@ -8,8 +8,12 @@ nose tip, mouth centre, right ear tragion, left ear tragion.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +28,23 @@ log = logging.getLogger(__name__)
 # Keypoint rows in FaceDetection.keypoints
 RIGHT_EYE, LEFT_EYE, NOSE, MOUTH = 0, 1, 2, 3
 DETECT_MAX_SIDE_PX = 640  # larger frames are downscaled before detection
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """MediaPipe's native code logs set-up chatter straight to fd 2; silence it while loading."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @dataclass(frozen=True)
@@ -49,14 +70,18 @@ class MediaPipeFaceDetector:
 
     def __init__(self, min_confidence: float = 0.5) -> None:
         try:
-            import mediapipe as mp
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import mediapipe as mp
         except ImportError as e:  # pragma: no cover - mediapipe is a hard dependency
             raise InputError(
                 "face detection needs mediapipe==0.10.14: pip install 'mediapipe==0.10.14'"
             ) from e
-        self._fd = mp.solutions.face_detection.FaceDetection(
-            model_selection=0, min_detection_confidence=min_confidence
-        )
+        with _quiet_native_stderr():
+            self._fd = mp.solutions.face_detection.FaceDetection(
+                model_selection=0, min_detection_confidence=min_confidence
+            )
+            self._fd.process(np.zeros((64, 64, 3), np.uint8))  # warm up (its first call logs natively)
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         h, w = image.shape[:2]

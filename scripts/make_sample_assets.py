@@ -1,0 +1,81 @@
+"""Regenerates the bundled sample media in stream/assets/ (run once by a maintainer).
+
+- sample_face.mp4: 640x480, 25 fps, 9 s. Built from scikit-image's ``astronaut`` picture
+  (NASA portrait of Eileen Collins, public domain) with slow synthetic head motion
+  (translation, scale, roll). Needs scikit-image, which the runtime does not.
+- sample_speech.wav: 16 kHz mono speech from espeak-ng: 0.5 s silence, a sentence,
+  1.5 s silence, a second sentence, 0.5 s silence.
+
+    python scripts/make_sample_assets.py
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import tempfile
+import wave
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+
+HERE = os.path.join(os.path.dirname(__file__), "..", "stream", "assets")
+SENTENCES = [
+    "Hello, this is a short demonstration of live lip sync.",
+    "After a pause, the mouth moves again when speech comes back.",
+]
+
+
+def make_clip(path: str, seconds: float = 9.0, fps: int = 25) -> None:
+    from skimage import data
+
+    src = data.astronaut()  # 512x512 RGB; face centred near (220, 115)
+    out = av.open(path, "w")
+    st = out.add_stream("libx264", rate=fps)
+    st.width, st.height, st.pix_fmt = 640, 480, "yuv420p"
+    st.options = {"crf": "26", "preset": "slow"}
+    for i in range(round(seconds * fps)):
+        t = i / fps
+        angle = 2.0 * math.sin(2 * math.pi * t / 4.0)
+        scale = 2.2 * (1 + 0.03 * math.sin(2 * math.pi * t / 5.0))
+        cx = 220 + 6 * math.sin(2 * math.pi * t / 3.0)
+        cy = 150 + 4 * math.sin(2 * math.pi * t / 3.7)
+        m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+        m[:, 2] += (320 - cx, 240 - cy)
+        img = cv2.warpAffine(src, m, (640, 480), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+        vf.pts, vf.time_base = i, Fraction(1, fps)
+        for p in st.encode(vf):
+            out.mux(p)
+    for p in st.encode(None):
+        out.mux(p)
+    out.close()
+
+
+def make_speech(path: str, rate: int = 16000) -> None:
+    parts = [np.zeros(rate // 2, np.int16)]
+    for k, text in enumerate(SENTENCES):
+        with tempfile.TemporaryDirectory() as d:
+            raw = os.path.join(d, "s.wav")
+            subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", raw, text], check=True)
+            with av.open(raw) as c:
+                rs = av.AudioResampler(format="s16", layout="mono", rate=rate)
+                for f in c.decode(audio=0):
+                    for o in rs.resample(f):
+                        parts.append(o.to_ndarray().reshape(-1))
+        parts.append(np.zeros(rate * 3 // 2 if k == 0 else rate // 2, np.int16))
+    pcm = np.concatenate(parts)
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+if __name__ == "__main__":
+    os.makedirs(HERE, exist_ok=True)
+    make_speech(os.path.join(HERE, "sample_speech.wav"))
+    make_clip(os.path.join(HERE, "sample_face.mp4"))

@@ -1,0 +1,171 @@
+"""The ``sayanything-live`` command line. Only this module reads config files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from importlib import resources
+
+from stream.config import Config, load
+from stream.errors import SayAnythingError
+
+log = logging.getLogger("sayanything-live")
+
+
+def asset(name: str) -> str:
+    return str(resources.files("stream") / "assets" / name)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load(args.config, args.set or [])
+
+
+def _model(cfg: Config):  # noqa: ANN202 - returns a LipSyncModel
+    from model import load_model
+
+    return load_model(cfg.model)
+
+
+def _summary(res) -> str:  # noqa: ANN001
+    s = res.session
+    lines = [
+        f"wrote {res.output}: {res.frames} frames, {res.duration_s:.2f} s (follows the audio)",
+        f"speed: {res.fps:.1f} frames/s on this machine ({res.wall_s:.2f} s wall)",
+        (
+            f"frames: {s['generated']} lip-synced, {s['rest']} mouth at rest (silence), {s['hold']} held, "
+            f"{s['passthrough']} passed through ({s['no_face']} without a face); {s['late']} late"
+        ),
+        (
+            f"speech: {s['chunks_planned'] - s['chunks_silent']} of {s['chunks_planned']} chunks had speech "
+            f"and went to the model ({s['model_errors']} model errors)"
+        ),
+    ]
+    n = max(1, s["frames_out"])
+    st = s["stage_ms"]
+    lines.append(
+        f"engine overhead per frame: face {st['face'] / n:.2f} ms, crop+mask {st['crop'] / n:.2f} ms, "
+        f"paste {st['paste'] / n:.2f} ms"
+    )
+    if res.realtime and res.added_latency_s:
+        import numpy as np
+
+        lat = np.array(res.added_latency_s) * 1000
+        lines.append(f"added latency: p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms")
+    if s["nonfinite_audio_samples"]:
+        lines.append(f"audio: {s['nonfinite_audio_samples']} NaN/inf samples were replaced by silence")
+    return "\n".join(lines)
+
+
+def cmd_file(args: argparse.Namespace) -> int:
+    from stream.filejob import run_file
+
+    cfg = _config(args)
+    model = _model(cfg)
+    res = run_file(args.video, args.audio, args.output, cfg, model, realtime=args.realtime, video_mode=args.video_mode)
+    print(_summary(res))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream.filejob import run_file
+
+    cfg = _config(args)
+    model = _model(cfg)
+    video, audio = asset("sample_face.mp4"), asset("sample_speech.wav")
+    print(f"demo: bundled portrait clip + bundled speech -> {args.output}, model '{model.name}'")
+    if model.name == "identity":
+        print(
+            "note: no trained lip-sync model is installed yet, so the 'identity' model runs: the engine "
+            "tracks the face, runs VAD, chunks and composites, but speech frames keep the filmed mouth; "
+            "in silence the mouth is held still at rest."
+        )
+    res = run_file(video, audio, args.output, cfg, model, realtime=args.realtime)
+    print(_summary(res))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from stream.bench import run_bench, write_report
+
+    cfg = _config(args)
+    model = _model(cfg)
+    video = args.video or asset("sample_face.mp4")
+    audio = args.audio or asset("sample_speech.wav")
+    with tempfile.TemporaryDirectory() as d:
+        report = run_bench(
+            video, audio, cfg, model, seconds=args.seconds, realtime=not args.no_live,
+            encode_path=os.path.join(d, "bench.mp4"),
+        )
+    write_report(report, args.json, args.plot)
+    tp = report["throughput"]
+    print(f"machine: {report['machine']}")
+    print(f"model {report['model']}, {report['size']} @ {report['fps_in']:g} fps, {report['duration_s']} s of audio")
+    print(f"throughput: {tp['fps']} frames/s, first frame after {tp['first_frame_s'] * 1000:.0f} ms")
+    print("per-frame stage ms: " + ", ".join(f"{k} {v}" for k, v in tp["stage_ms_per_frame"].items()))
+    print(f"face+crop+paste: {tp['face_crop_paste_ms_per_frame']} ms/frame")
+    if "live" in report:
+        lv = report["live"]
+        a = lv["added_latency_ms"]
+        print(
+            f"live (D = {report['delay_ms']} ms): added latency p50 {a['p50']} / p95 {a['p95']} / max {a['max']} ms, "
+            f"mouth ready p95 {lv['mouth_ready_ms']['p95']} ms, late frames {lv['late_frames']} of {lv['frames']}"
+        )
+    print(f"wrote {args.json}" + (f" and {args.plot}" if args.plot else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sayanything-live", description="Real-time audio-driven lip-sync.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", metavar="PATH", help="TOML config file (see config.toml)")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. playout.delay_ms=600")
+
+    d = sub.add_parser("demo", help="bundled portrait + bundled speech -> demo.mp4, with stats")
+    common(d)
+    d.add_argument("-o", "--output", default="demo.mp4")
+    d.add_argument("--realtime", action="store_true", help="pace at the media rate with live deadlines")
+    d.set_defaults(fn=cmd_demo)
+
+    f = sub.add_parser("file", help="offline dubbing: VIDEO + AUDIO -> OUT")
+    common(f)
+    f.add_argument("video")
+    f.add_argument("audio")
+    f.add_argument("-o", "--output", required=True)
+    f.add_argument("--realtime", action="store_true", help="pace at the media rate with live deadlines")
+    f.add_argument("--video-mode", choices=["loop", "hold"], default="loop", help="when the audio is longer than the video")
+    f.set_defaults(fn=cmd_file)
+
+    b = sub.add_parser("bench", help="latency / throughput / per-stage report (JSON + PNG)")
+    common(b)
+    b.add_argument("--video")
+    b.add_argument("--audio")
+    b.add_argument("--seconds", type=float, help="use only the first N seconds of audio")
+    b.add_argument("--no-live", action="store_true", help="skip the paced (real-time) pass")
+    b.add_argument("--json", default="bench.json")
+    b.add_argument("--plot", default="bench.png")
+    b.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet MediaPipe's native logging
+    try:
+        return int(args.fn(args))
+    except SayAnythingError as e:
+        print(f"sayanything-live: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sayanything-live: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

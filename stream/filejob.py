@@ -1,0 +1,108 @@
+"""Offline dubbing of a video file by an audio file, on the same streaming engine as live use."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.clock import MonotonicClock
+from stream.config import Config
+from stream.drive import run_offline, run_paced
+from stream.errors import InputError
+from stream.frames import AudioFrame, OutputAudio, OutputFrame, VideoFrame
+from stream.session import LipSyncSession
+from stream.sinks.file import FileSink
+from stream.sources.file import audio_blocks, probe_video, read_audio, video_timeline
+from stream.worker import LipSyncModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FileJobResult:
+    output: str
+    frames: int
+    duration_s: float
+    wall_s: float
+    session: dict[str, Any]
+    added_latency_s: list[float] = field(default_factory=list)
+    realtime: bool = False
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def _merge(video: Iterator[VideoFrame], audio: Iterator[AudioFrame]) -> Iterator[VideoFrame | AudioFrame]:
+    # audio before video at equal times, so a frame's audio is in the ring when it arrives
+    return heapq.merge(audio, video, key=lambda x: x.time_s)
+
+
+def run_file(
+    video_path: str,
+    audio_path: str,
+    output_path: str,
+    config: Config,
+    model: LipSyncModel,
+    *,
+    realtime: bool = False,
+    video_mode: str = "loop",
+    progress: bool | None = None,
+) -> FileJobResult:
+    """Lip-sync ``video_path`` to ``audio_path`` and write ``output_path``.
+
+    The output lasts as long as the audio: a shorter video is looped (or its last frame held,
+    ``video_mode="hold"``), a longer one is trimmed. ``realtime`` paces input at its media
+    rate and applies the live deadlines; otherwise it runs as fast as the model allows.
+    """
+    if video_mode not in ("loop", "hold"):
+        raise InputError(f"video mode {video_mode!r} is unknown: use 'loop' or 'hold'")
+    info = probe_video(video_path)
+    samples, rate = read_audio(audio_path)
+    duration = samples.shape[0] / rate
+    n_frames = max(1, round(duration * info.fps))
+    sink = FileSink(output_path, info.width, info.height, info.fps, config.output)
+    clock = MonotonicClock()
+    session = LipSyncSession(config, model, clock)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_frames, unit="frame", desc="lip-sync", file=sys.stderr)
+    latencies: list[float] = []
+
+    def emit(frames: list[OutputFrame], audio: list[OutputAudio]) -> None:
+        for a in audio:
+            sink.write_audio(a.frame)
+        for f in frames:
+            sink.write_video(f.frame)
+            latencies.append(f.emitted_at_s - (f.deadline_s - session.delay_s))
+        if bar is not None and frames:
+            bar.update(len(frames))
+
+    media = _merge(video_timeline(video_path, info.fps, duration, video_mode), audio_blocks(samples, rate))
+    t0 = time.perf_counter()
+    try:
+        if realtime:
+            asyncio.run(run_paced(session, clock, media, emit))
+        else:
+            run_offline(session, media, emit)
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        session.close()
+    wall = time.perf_counter() - t0
+    return FileJobResult(
+        output_path, session.stats.frames_out, duration, wall, session.stats.as_dict(), latencies, realtime
+    )

@@ -1,0 +1,141 @@
+"""File sources, decoded with PyAV: video frames as RGB24 and audio as float32 PCM."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from stream.errors import InputError
+from stream.frames import AudioFrame, VideoFrame
+
+log = logging.getLogger(__name__)
+
+
+def _open(path: str, what: str) -> av.container.InputContainer:
+    if not os.path.isfile(path):
+        raise InputError(f"{what} file {path} does not exist: check the path")
+    try:
+        return av.open(path, "r")
+    except (av.error.FFmpegError, ValueError) as e:
+        raise InputError(f"{what} file {path} cannot be read ({e}): pass a valid media file") from None
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: Fraction
+    duration_s: float | None
+
+
+def probe_video(path: str) -> VideoInfo:
+    """Size, frame rate and duration of the first video stream, or a clear InputError."""
+    with _open(path, "video") as c:
+        if not c.streams.video:
+            raise InputError(f"video file {path} has no video stream: pass a file with video")
+        st = c.streams.video[0]
+        fps = st.average_rate or st.guessed_rate or Fraction(25)
+        if not (1 <= fps <= 240):
+            fps = Fraction(25)
+        dur = None
+        if st.duration is not None and st.time_base is not None:
+            dur = float(st.duration * st.time_base)
+        elif c.duration is not None:
+            dur = c.duration / av.time_base
+        w, h = st.codec_context.width, st.codec_context.height
+        if not w or not h:
+            raise InputError(f"video file {path} has a video stream of unknown size: re-encode it")
+        return VideoInfo(w, h, Fraction(fps).limit_denominator(1001), dur)
+
+
+def decode_video(path: str) -> Iterator[np.ndarray]:
+    """RGB24 images of every decodable frame, in presentation order. A decode error mid-file
+    ends the stream with a warning (a truncated file yields what it holds); an error before the
+    first frame raises InputError."""
+    n = 0
+    with _open(path, "video") as c:
+        if not c.streams.video:
+            raise InputError(f"video file {path} has no video stream: pass a file with video")
+        st = c.streams.video[0]
+        st.thread_type = "AUTO"
+        try:
+            for frame in c.decode(st):
+                yield frame.to_ndarray(format="rgb24")
+                n += 1
+        except av.error.FFmpegError as e:
+            if n == 0:
+                raise InputError(f"video file {path} has no decodable frame ({e}): pass a valid video") from None
+            log.warning("video file %s: decoding stopped after %d frames (%s); using those", path, n, e)
+    if n == 0:
+        raise InputError(f"video file {path} has no decodable frame: pass a valid video")
+
+
+def read_audio(path: str) -> tuple[np.ndarray, int]:
+    """All audio of the first audio stream as (n, channels) float32 and its sample rate."""
+    with _open(path, "audio") as c:
+        if not c.streams.audio:
+            raise InputError(f"audio file {path} has no audio stream: pass a file with audio (WAV, MP3, M4A, ...)")
+        st = c.streams.audio[0]
+        rate = st.codec_context.sample_rate or st.rate
+        if not rate:
+            raise InputError(f"audio file {path} has an audio stream of unknown sample rate: re-encode it")
+        chunks: list[np.ndarray] = []
+        channels = None
+        resampler = None
+        try:
+            for frame in c.decode(st):
+                if resampler is None:
+                    channels = frame.layout.nb_channels
+                    resampler = av.AudioResampler(format="flt", layout=frame.layout.name, rate=rate)
+                for o in resampler.resample(frame):
+                    chunks.append(o.to_ndarray().reshape(-1, channels))
+        except av.error.FFmpegError as e:
+            if not chunks:
+                raise InputError(f"audio file {path} has no decodable audio ({e}): pass a valid audio file") from None
+            log.warning("audio file %s: decoding stopped early (%s); using what was decoded", path, e)
+        if resampler is not None:
+            for o in resampler.resample(None):
+                chunks.append(o.to_ndarray().reshape(-1, channels))
+    if not chunks:
+        raise InputError(f"audio file {path} holds no audio samples: pass a non-empty audio file")
+    return np.concatenate(chunks).astype(np.float32), int(rate)
+
+
+def audio_blocks(samples: np.ndarray, rate: int, block_ms: int = 20) -> Iterator[AudioFrame]:
+    """Split PCM into AudioFrames of ``block_ms`` with exact pts in 1/rate units."""
+    n = max(1, rate * block_ms // 1000)
+    tb = Fraction(1, rate)
+    for i in range(0, samples.shape[0], n):
+        yield AudioFrame(samples[i : i + n], rate, i, tb)
+
+
+def video_timeline(
+    path: str, fps: Fraction, duration_s: float, mode: str = "loop"
+) -> Iterator[VideoFrame]:
+    """Constant-rate frames covering ``duration_s``: the video's own frames, then (when the
+    audio is longer) the video again from the start (``loop``) or its last frame (``hold``)."""
+    total = max(1, round(duration_s * fps))
+    tb = Fraction(1) / fps
+    i = 0
+    last: np.ndarray | None = None
+    while i < total:
+        produced = 0
+        for img in decode_video(path):
+            if i >= total:
+                return
+            last = img
+            yield VideoFrame(img, i, tb)
+            i += 1
+            produced += 1
+        if mode == "hold" or produced == 0:
+            break
+    assert last is not None
+    while i < total:
+        yield VideoFrame(last, i, tb)
+        i += 1

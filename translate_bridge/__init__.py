@@ -1,0 +1,1 @@
+"""Translation dubbing bridge (dubbed speech drives the lips). Not implemented yet: see issue 7."""
