@@ -24,6 +24,8 @@ from stream.config import FaceConfig
 from stream.errors import InputError
 
 log = logging.getLogger(__name__)
+# mediapipe 0.10.14 calls a protobuf API that newer protobuf 4.x deprecates, once per graph run
+warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated", category=UserWarning)
 
 # Keypoint rows in FaceDetection.keypoints
 RIGHT_EYE, LEFT_EYE, NOSE, MOUTH = 0, 1, 2, 3
