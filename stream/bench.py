@@ -16,7 +16,7 @@ from stream.clock import MonotonicClock
 from stream.config import Config
 from stream.drive import run_offline, run_paced
 from stream.filejob import _merge
-from stream.frames import OutputAudio, OutputFrame, VideoFrame
+from stream.frames import OutputAudio, OutputFrame
 from stream.session import LipSyncSession
 from stream.sinks.file import FileSink
 from stream.sources.file import audio_blocks, probe_video, read_audio, video_timeline
@@ -25,6 +25,10 @@ from stream.worker import LipSyncModel
 
 def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def _summary_ms(xs: list[float]) -> dict[str, float]:
+    return {"p50": round(_pct(xs, 50), 2), "p95": round(_pct(xs, 95), 2), "max": round(_pct(xs, 100), 2)}
 
 
 def machine() -> str:
@@ -151,8 +155,16 @@ def run_bench(
         session.close()
         report["live"] = {
             "frames": len(rows),
-            "added_latency_ms": {"p50": round(_pct(added, 50), 2), "p95": round(_pct(added, 95), 2), "max": round(max(added), 2)},
-            "mouth_ready_ms": {"p50": round(_pct(ready, 50), 2), "p95": round(_pct(ready, 95), 2), "max": round(max(ready, default=float("nan")), 2)},
+            "added_latency_ms": {
+                "p50": round(_pct(added, 50), 2),
+                "p95": round(_pct(added, 95), 2),
+                "max": round(max(added), 2),
+            },
+            "mouth_ready_ms": {
+                "p50": round(_pct(ready, 50), 2),
+                "p95": round(_pct(ready, 95), 2),
+                "max": round(max(ready, default=float("nan")), 2),
+            },
             "late_frames": st.late,
             "degrade_level_end": st.degrade_level,
             "first_frame_s": round(rows[0][1], 4) if rows else None,

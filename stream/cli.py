@@ -96,7 +96,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     audio = args.audio or asset("sample_speech.wav")
     with tempfile.TemporaryDirectory() as d:
         report = run_bench(
-            video, audio, cfg, model, seconds=args.seconds, realtime=not args.no_live,
+            video,
+            audio,
+            cfg,
+            model,
+            seconds=args.seconds,
+            realtime=not args.no_live,
             encode_path=os.path.join(d, "bench.mp4"),
         )
     write_report(report, args.json, args.plot)
@@ -124,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--config", metavar="PATH", help="TOML config file (see config.toml)")
-        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. playout.delay_ms=600")
+        sp.add_argument(
+            "--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. playout.delay_ms=600"
+        )
 
     d = sub.add_parser("demo", help="bundled portrait + bundled speech -> demo.mp4, with stats")
     common(d)
@@ -138,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("audio")
     f.add_argument("-o", "--output", required=True)
     f.add_argument("--realtime", action="store_true", help="pace at the media rate with live deadlines")
-    f.add_argument("--video-mode", choices=["loop", "hold"], default="loop", help="when the audio is longer than the video")
+    f.add_argument(
+        "--video-mode", choices=["loop", "hold"], default="loop", help="when the audio is longer than the video"
+    )
     f.set_defaults(fn=cmd_file)
 
     b = sub.add_parser("bench", help="latency / throughput / per-stage report (JSON + PNG)")
@@ -155,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     os.environ.setdefault("GLOG_minloglevel", "2")  # quiet MediaPipe's native logging
     try:
         return int(args.fn(args))

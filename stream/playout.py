@@ -27,7 +27,7 @@ class Rung:
 class DegradeLadder:
     def __init__(self, config: PlayoutConfig, chunk: ChunkConfig, steps: int) -> None:
         self.config = config
-        L, O = chunk.chunk_frames, chunk.overlap_frames
+        L, O = chunk.chunk_frames, chunk.overlap_frames  # noqa: E741 - the design's names
         rungs = [Rung(steps, L, O)]
         if steps > 2:
             rungs.append(Rung(max(1, steps // 2), L, O))
