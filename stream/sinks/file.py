@@ -31,20 +31,23 @@ class FileSink:
         root, ext = os.path.splitext(name)
         if not ext:
             raise InputError(f"output path {path} has no extension: use e.g. {path}.mp4")
+        if os.path.isdir(path):
+            raise InputError(f"output path {path} is a folder: name a file, e.g. {os.path.join(path, 'out.mp4')}")
         self.tmp_path = os.path.join(d, f".{root}.part{os.getpid()}{ext}")
         self.width, self.height = even_size(width, height)
         self.config = config
         try:
             self._c = av.open(self.tmp_path, "w")
+            # a container that cannot hold the codecs (e.g. .wav, .webm) fails here
+            self._v = self._c.add_stream(config.video_codec, rate=fps)
+            self._a = self._c.add_stream(config.audio_codec, rate=config.audio_sample_rate_hz)
         except (av.error.FFmpegError, ValueError) as e:
             raise InputError(f"output path {path} cannot be written ({e}): use .mp4, .mkv or .mov") from None
-        self._v = self._c.add_stream(config.video_codec, rate=fps)
         self._v.width, self._v.height = self.width, self.height
         self._v.pix_fmt = "yuv420p"
         if config.video_codec == "libx264":
             self._v.options = {"crf": str(config.crf), "preset": "veryfast"}
         self._v.codec_context.time_base = Fraction(1) / fps
-        self._a = self._c.add_stream(config.audio_codec, rate=config.audio_sample_rate_hz)
         self._a.layout = "stereo"
         self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=config.audio_sample_rate_hz)
         self._closed = False

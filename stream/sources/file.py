@@ -54,10 +54,27 @@ def probe_video(path: str) -> VideoInfo:
         return VideoInfo(w, h, Fraction(fps).limit_denominator(1001), dur)
 
 
+def _announced_frames(c: av.container.InputContainer, st: av.VideoStream) -> int | None:
+    """How many frames the header says the stream holds (frame count, else duration x rate)."""
+    if st.frames:
+        return int(st.frames)
+    rate = st.average_rate or st.guessed_rate
+    if not rate:
+        return None
+    if st.duration is not None and st.time_base is not None:
+        dur = float(st.duration * st.time_base)
+    elif c.duration is not None:
+        dur = c.duration / av.time_base
+    else:
+        return None
+    return round(dur * rate)
+
+
 def decode_video(path: str) -> Iterator[np.ndarray]:
-    """RGB24 images of every decodable frame, in presentation order. A decode error mid-file
-    ends the stream with a warning (a truncated file yields what it holds); an error before the
-    first frame raises InputError."""
+    """RGB24 images of every decodable frame, in presentation order. A decode error mid-file, or
+    a file that ends well before the frames its header announces (truncated), ends the stream
+    with a warning (a truncated file yields what it holds); an error before the first frame
+    raises InputError."""
     n = 0
     with _open(path, "video") as c:
         if not c.streams.video:
@@ -72,6 +89,14 @@ def decode_video(path: str) -> Iterator[np.ndarray]:
             if n == 0:
                 raise InputError(f"video file {path} has no decodable frame ({e}): pass a valid video") from None
             log.warning("video file %s: decoding stopped after %d frames (%s); using those", path, n, e)
+        else:
+            # FFmpeg reads a cut-off file as a short one, without an error: compare with the header
+            expected = _announced_frames(c, st)
+            if n and expected and n < 0.95 * expected - 1:
+                log.warning(
+                    "video file %s: only %d of the %d frames its header announces could be read "
+                    "(truncated file?); using those", path, n, expected
+                )
     if n == 0:
         raise InputError(f"video file {path} has no decodable frame: pass a valid video")
 
