@@ -21,9 +21,11 @@ def sanitize(samples: np.ndarray) -> tuple[np.ndarray, int]:
     x = np.asarray(samples)
     if x.ndim == 1:
         x = x[:, None]
-    if x.dtype.kind in "iu":
-        info = np.iinfo(x.dtype)
-        x = x.astype(np.float32) / float(max(abs(info.min), info.max))
+    if x.dtype.kind == "i":
+        x = x.astype(np.float32) / float(-np.iinfo(x.dtype).min)
+    elif x.dtype.kind == "u":  # unsigned PCM is centred on half its range (e.g. 128 for 8-bit)
+        half = float(np.iinfo(x.dtype).max // 2 + 1)
+        x = (x.astype(np.float32) - half) / half
     else:
         x = x.astype(np.float32, copy=False)
     bad = ~np.isfinite(x)

@@ -42,7 +42,7 @@ class VirtualClock:
     def __init__(self, start_s: float = 0.0) -> None:
         self._now = start_s
         self._cond = threading.Condition()
-        self._busy = 0  # jobs submitted and not yet finished
+        self._busy = 0  # worker threads with submitted work not yet finished
         self._sleepers: list[float] = []  # wake times of threads blocked in sleep()
 
     def now(self) -> float:
@@ -71,9 +71,11 @@ class VirtualClock:
     # -- used by the driver -------------------------------------------------------
     def _settle(self) -> None:
         # Every busy job must be either finished or parked in sleep() with a future wake time.
-        self._cond.wait_for(
-            lambda: self._busy <= sum(1 for w in self._sleepers if w > self._now), timeout=30.0
+        settled = self._cond.wait_for(
+            lambda: self._busy <= sum(1 for w in self._sleepers if w > self._now), timeout=60.0
         )
+        if not settled:
+            raise RuntimeError("virtual clock: worker threads did not finish or sleep within 60 s")
 
     def advance_to(self, t: float) -> None:
         with self._cond:

@@ -190,7 +190,14 @@ def from_dict(data: dict[str, Any]) -> Config:
     built: dict[str, Any] = {}
     for name, values in data.items():
         if name not in sections:
-            raise ConfigError(f"unknown config section [{name}]: allowed sections are {', '.join(sections)}")
+            given = (
+                ", ".join(f"{name}.{k} = {v!r}" for k, v in values.items())
+                if isinstance(values, dict)
+                else f"{name} = {values!r}"
+            )
+            raise ConfigError(
+                f"unknown config section [{name}] (in {given}): allowed sections are {', '.join(sections)}"
+            )
         if not isinstance(values, dict):
             raise ConfigError(f"config section [{name}] must be a table, got {values!r}")
         cls = sections[name]
@@ -199,7 +206,9 @@ def from_dict(data: dict[str, Any]) -> Config:
         kwargs = {}
         for key, value in values.items():
             if key not in names:
-                raise ConfigError(f"unknown config key {name}.{key}: allowed keys are {', '.join(names)}")
+                raise ConfigError(
+                    f"unknown config key {name}.{key} = {value!r}: allowed keys are {', '.join(names)}"
+                )
             kwargs[key] = _check_value(f"{name}.{key}", hints[key], value)
         built[name] = cls(**kwargs)
     return Config(**built)

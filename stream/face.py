@@ -76,9 +76,7 @@ class MediaPipeFaceDetector:
                 warnings.simplefilter("ignore")
                 import mediapipe as mp
         except ImportError as e:  # pragma: no cover - mediapipe is a hard dependency
-            raise InputError(
-                "face detection needs mediapipe==0.10.14: pip install 'mediapipe==0.10.14'"
-            ) from e
+            raise InputError("face detection needs mediapipe==0.10.14: pip install 'mediapipe==0.10.14'") from e
         with _quiet_native_stderr():
             self._fd = mp.solutions.face_detection.FaceDetection(
                 model_selection=0, min_detection_confidence=min_confidence
@@ -136,10 +134,10 @@ def _select(dets: list[FaceDetection], rule: str, width: int) -> FaceDetection:
 class FaceTracker:
     """Runs the detector every ``detect_every_frames`` frames and smooths the result.
 
-    Between detections the last state is held. A face missing for more than
-    ``lost_after_frames`` detections' worth of frames is dropped (the session passes frames
-    through). Once a face is tracked, the detection nearest to it is followed, so a second
-    face entering the picture does not steal the track.
+    Between detections the last state is held. A face that detection misses is held for
+    ``lost_after_frames`` frames, counted from the first detection that missed it, and dropped
+    on the next (the session passes frames through). Once a face is tracked, the detection
+    nearest to it is followed, so a second face entering the picture does not steal the track.
     """
 
     def __init__(self, config: FaceConfig, detector: FaceDetector | None = None) -> None:
@@ -170,7 +168,8 @@ class FaceTracker:
 
     def _age(self) -> FaceState | None:
         self._frames_since_seen += 1
-        if self._frames_since_seen > self.config.lost_after_frames + self.config.detect_every_frames:
+        # the first miss can only happen detect_every_frames after the face was last seen
+        if self._frames_since_seen > self.config.lost_after_frames + self.config.detect_every_frames - 1:
             self.state = None
         return self.state
 
@@ -230,12 +229,15 @@ class FaceCropper:
         ax = 0.5 * eye_dist * 1.3 * self.config.mask_width_scale
         ay = (bottom - top) / 2 * self.config.mask_height_scale
         mask = np.zeros((n, n), np.float32)
-        cv2.ellipse(mask, (round(float(mouth[0])), round(cy)), (max(1, round(ax)), max(1, round(ay))), 0, 0, 360, 1.0, -1)
+        cv2.ellipse(
+            mask, (round(float(mouth[0])), round(cy)), (max(1, round(ax)), max(1, round(ay))), 0, 0, 360, 1.0, -1
+        )
         f = self.config.mask_feather_px * n / 256
         if f > 0:
             k = 2 * math.ceil(2 * f) + 1
             mask = cv2.GaussianBlur(mask, (k, k), f)
             mask[mask < 1 / 255] = 0.0
+            np.minimum(mask, 1.0, out=mask)  # the blur's rounding can leave 1 + 1e-7
         return mask
 
     def paste(self, image: np.ndarray, crop: np.ndarray, mask: np.ndarray, face: FaceState) -> np.ndarray:
@@ -247,7 +249,10 @@ class FaceCropper:
             return image.copy()
         # only the mask's bounding box (in frame pixels) is touched
         inv = cv2.invertAffineTransform(face.affine(self.size_px))
-        bx = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.min()], [xs.min(), ys.max() + 1], [xs.max() + 1, ys.max() + 1]], np.float32)
+        bx = np.array(
+            [[xs.min(), ys.min()], [xs.max() + 1, ys.min()], [xs.min(), ys.max() + 1], [xs.max() + 1, ys.max() + 1]],
+            np.float32,
+        )
         corners = bx @ inv[:, :2].T + inv[:, 2]
         x0, y0 = np.floor(corners.min(0)).astype(int) - 1
         x1, y1 = np.ceil(corners.max(0)).astype(int) + 1

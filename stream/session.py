@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from stream.audio import AudioInput, AudioRing
-from stream.chunker import ChunkPlan, Chunker, audio_windows
+from stream.audio import AudioInput, AudioRing, sanitize
+from stream.chunker import Chunker, ChunkPlan, audio_windows
 from stream.clock import Clock
 from stream.compositor import blend_outputs, mix, speech_weight
 from stream.config import Config
@@ -141,17 +141,15 @@ class LipSyncSession:
         self._plan_chunks()
 
     def push_audio(self, frame: AudioFrame) -> None:
-        self._deadline(frame.time_s)
+        deadline = self._deadline(frame.time_s)
         before = self.audio_in.nonfinite_samples
         self.audio_in.push(frame)
         self.stats.nonfinite_audio_samples = self.audio_in.nonfinite_samples
         samples = frame.samples
         if self.audio_in.nonfinite_samples != before or samples.dtype != np.float32 or samples.ndim != 2:
-            from stream.audio import sanitize
-
             samples, _ = sanitize(samples)
             frame = AudioFrame(samples, frame.sample_rate_hz, frame.pts, frame.time_base)
-        self._audio_out.append((frame, self._deadline(frame.time_s)))
+        self._audio_out.append((frame, deadline))
         self.stats.audio_in += 1
         self.vad.update()
         self._plan_chunks()
@@ -245,7 +243,12 @@ class LipSyncSession:
             self.stats.chunks_refused += 1
             return
         for k, s in enumerate(slots):
-            s.jobs.append((fut, k, plan.weight(plan.start + k)))  # type: ignore[union-attr]
+            w = plan.weight(plan.start + k)
+            if w < 1.0:
+                # overlap: the chunks already covering this frame fade out as this one fades in,
+                # so the newer chunk's share is w (linear), not w / (1 + w) after renormalising
+                s.jobs = [(f, j, jw * (1.0 - w)) for f, j, jw in s.jobs]  # type: ignore[union-attr]
+            s.jobs.append((fut, k, w))  # type: ignore[union-attr]
 
     # -- output ---------------------------------------------------------------------
     def _compose(self, slot: _Slot, now: float, wait: bool) -> OutputFrame:

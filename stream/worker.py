@@ -86,7 +86,11 @@ class ModelWorker:
             if self._pending >= self.max_pending:
                 return None
             self._pending += 1
-        work_started(self.clock)
+            # The clock is told the *thread* is busy (0 -> 1 pending), not each job: a job queued
+            # behind one sleeping in virtual time cannot run, so counting it would make a
+            # VirtualClock wait (wall time) for work that can never start.
+            if self._pending == 1:
+                work_started(self.clock)
         try:
             fut = self._pool.submit(self._run, chunk, reference, steps)
         except RuntimeError:  # pool shut down
@@ -100,7 +104,8 @@ class ModelWorker:
     def _done(self, _fut: object) -> None:
         with self._lock:
             self._pending -= 1
-        work_finished(self.clock)
+            if self._pending == 0:
+                work_finished(self.clock)
 
     def _run(self, chunk: ModelChunk, reference: Any, steps: int) -> JobResult:
         started = self.clock.now()

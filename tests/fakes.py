@@ -128,7 +128,9 @@ def video_frames(n: int, fps: int = 25, width: int = 640, height: int = 480, see
         yield VideoFrame(img, i, Fraction(1, fps))
 
 
-def tone(duration_s: float, rate: int = 48000, channels: int = 1, freq: float = 220.0, amp_fn: Any = None) -> np.ndarray:
+def tone(
+    duration_s: float, rate: int = 48000, channels: int = 1, freq: float = 220.0, amp_fn: Any = None
+) -> np.ndarray:
     t = np.arange(round(duration_s * rate)) / rate
     amp = amp_fn(t) if amp_fn is not None else 0.5
     x = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)

@@ -1,0 +1,534 @@
+"""LipSyncSession end to end on a virtual clock: fixed-delay playout, fallbacks, silence, seams,
+compositing, failures, no face, the degrade ladder and offline mode.
+
+Everything runs on :class:`~stream.clock.VirtualClock` (or a manual clock in offline mode) with
+fake faces, a fake model and a scripted VAD, so every timing below is exact and no test depends
+on the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from fakes import (
+    FixedFaceDetector,
+    MarkerModel,
+    NoFaceDetector,
+    ScriptedVad,
+    audio_frames,
+    make_face_image,
+    tone,
+    video_frames,
+)
+
+from stream.clock import VirtualClock
+from stream.config import Config, load
+from stream.drive import run_offline, run_paced
+from stream.face import FaceTracker
+from stream.frames import AudioFrame, FrameKind, OutputAudio, OutputFrame, VideoFrame
+from stream.session import LipSyncSession
+from stream.worker import ModelChunk
+
+FPS = 25
+W, H = 320, 240
+BOX = (110.0, 60.0, 210.0, 170.0)
+RATE = 48000
+BLOCK = 960  # 20 ms at 48 kHz: every video frame time is also an audio block time
+FADE_S = 0.1  # vad.crossfade_ms default
+FALLBACKS = {FrameKind.HOLD, FrameKind.REST}
+
+
+# -- helpers ------------------------------------------------------------------------------
+def config(*overrides: str) -> Config:
+    return load(None, list(overrides))
+
+
+def moving_frames(n: int, first_pts: int = 0) -> list[VideoFrame]:
+    """Frames whose every pixel (the mouth included) changes from frame to frame."""
+    return [VideoFrame(make_face_image(W, H, seed=i), first_pts + i, Fraction(1, FPS)) for i in range(n)]
+
+
+def still_frames(n: int) -> list[VideoFrame]:
+    return list(video_frames(n, FPS, W, H))
+
+
+def ramp_audio(duration_s: float, lo: float = 0.02, hi: float = 0.3, first_pts: int = 0) -> list[AudioFrame]:
+    """A tone whose amplitude ramps linearly: MarkerModel's level then changes smoothly."""
+    x = tone(duration_s, RATE, 2, amp_fn=lambda t: lo + (hi - lo) * t / duration_s)
+    return [AudioFrame(f.samples, RATE, f.pts + first_pts, f.time_base) for f in audio_frames(x, RATE, BLOCK)]
+
+
+def loud_audio(duration_s: float) -> list[AudioFrame]:
+    return list(audio_frames(tone(duration_s, RATE, 2), RATE, BLOCK))
+
+
+def interleave(video: list[VideoFrame], audio: list[AudioFrame]) -> list[VideoFrame | AudioFrame]:
+    return sorted([*video, *audio], key=lambda m: m.time_s)  # stable: audio after video on ties
+
+
+def in_speech(t: float, segments: list[tuple[float, float]]) -> bool:
+    """Whether the speech weight at t is above 0: inside a segment widened by half the fade."""
+    return any(a - FADE_S / 2 < t < b + FADE_S / 2 for a, b in segments)
+
+
+@dataclass
+class Run:
+    session: LipSyncSession
+    model: MarkerModel
+    clock: Any
+    video: list[VideoFrame]
+    audio: list[AudioFrame]
+    batches: list[tuple[list[OutputFrame], list[OutputAudio], float]] = field(default_factory=list)
+
+    @property
+    def frames(self) -> list[OutputFrame]:
+        return [f for fs, _, _ in self.batches for f in fs]
+
+    @property
+    def out_audio(self) -> list[OutputAudio]:
+        return [a for _, aus, _ in self.batches for a in aus]
+
+    def speech_calls(self) -> list[ModelChunk]:
+        """Model calls for chunks (the session's one-off rest-mouth call has no speech frame)."""
+        return [c for c in self.model.calls if c.speech.any()]
+
+
+def run_live(
+    model: MarkerModel,
+    clock: VirtualClock,
+    video: list[VideoFrame],
+    audio: list[AudioFrame],
+    segments: list[tuple[float, float]],
+    cfg: Config | None = None,
+    detector: Any = None,
+) -> Run:
+    cfg = cfg if cfg is not None else Config()
+    tracker = FaceTracker(cfg.face, detector if detector is not None else FixedFaceDetector([BOX]))
+    session = LipSyncSession(cfg, model, clock, tracker=tracker, vad=ScriptedVad(segments))
+    run = Run(session, model, clock, video, audio)
+    try:
+        asyncio.run(
+            run_paced(session, clock, interleave(video, audio), lambda f, a: run.batches.append((f, a, clock.now())))
+        )
+    finally:
+        # jobs still sleeping in virtual time must finish before the worker can shut down
+        clock.advance_to(clock.now() + 3600)
+        session.close()
+    return run
+
+
+def mouth_regions(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(core, support) boolean HxW masks: where the pasted mouth mask is 1, and where it can be > 0
+    (the mask warped to the frame, dilated by 2 px against interpolation differences)."""
+    s = run.session
+    face = s.tracker.state
+    assert face is not None
+    mask = s.cropper.mouth_mask(face)
+    r = s.cropper.size_px
+    probe = s.cropper.paste(np.zeros((H, W, 3), np.uint8), np.full((r, r, 3), 255, np.uint8), mask, face)[..., 0]
+    warped = cv2.warpAffine(
+        mask, face.affine(r), (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0
+    )
+    support = cv2.dilate((warped > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    core = probe == 255
+    assert core.sum() > 50 and support.sum() > core.sum()
+    return core, support
+
+
+def frame_index(t: float) -> int:
+    return round(t * FPS)
+
+
+class TimedMarkerModel(MarkerModel):
+    """MarkerModel that records, per call, the virtual time at which it finished."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.finished_s: list[float] = []
+
+    def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+        try:
+            return super().generate(chunk, reference, steps)
+        finally:
+            self.finished_s.append(self.clock.now())
+
+
+# -- (1) order, pts, exactly once ----------------------------------------------------------
+def test_every_frame_leaves_once_in_order_with_its_pts() -> None:
+    clock = VirtualClock()
+    video, audio = moving_frames(60), loud_audio(60 / FPS)
+    run = run_live(MarkerModel(clock=clock), clock, video, audio, [(0.5, 1.5)])
+
+    frames = run.frames
+    assert [o.frame.pts for o in frames] == [v.pts for v in video]
+    assert all(o.frame.time_base == v.time_base for o, v in zip(frames, video, strict=True))
+    assert [a.frame.pts for a in run.out_audio] == [a.pts for a in audio]
+    st = run.session.stats
+    assert (st.frames_in, st.frames_out, st.audio_in, st.audio_out) == (60, 60, len(audio), len(audio))
+    assert run.session.pending_frames == 0
+    # every input frame made it: the frame-id corner of each output is its input's corner
+    for o, v in zip(frames, video, strict=True):
+        assert np.array_equal(o.frame.image[:4, :4], v.image[:4, :4])
+
+
+# -- (2) fixed delay, exactly --------------------------------------------------------------
+@pytest.mark.parametrize(("clock_start", "first_pts"), [(0.0, 0), (7.25, 0), (0.0, 50)])
+def test_each_frame_and_audio_block_leaves_at_capture_plus_delay(clock_start: float, first_pts: int) -> None:
+    clock = VirtualClock(clock_start)
+    n = 50
+    video = moving_frames(n, first_pts)
+    audio = ramp_audio(n / FPS, first_pts=first_pts * RATE // FPS)
+    cfg = config("playout.delay_ms=600")
+    d = 0.6
+    first_media = first_pts / FPS
+    anchor = clock_start - first_media  # clock time of media time 0
+    run = run_live(MarkerModel(clock=clock, latency_s=0.05), clock, video, audio, [(0.3, 1.2)], cfg)
+
+    assert len(run.frames) == n
+    for o in run.frames:
+        capture = anchor + o.frame.time_s
+        assert o.deadline_s == capture + d
+        assert o.emitted_at_s == capture + d
+    assert len(run.out_audio) == len(audio)
+    for a, src in zip(run.out_audio, audio, strict=True):
+        capture = anchor + a.frame.time_s
+        assert a.deadline_s == capture + d
+        assert a.emitted_at_s == capture + d
+        assert np.array_equal(a.frame.samples, src.samples)  # audio is delayed, not altered
+    # the emit callback ran exactly at those times on the clock
+    for fs, aus, now in run.batches:
+        assert all(o.emitted_at_s == now for o in fs) and all(a.emitted_at_s == now for a in aus)
+
+
+# -- (3) slow model: fallbacks, not stalls -------------------------------------------------
+SEGS3 = [(0.5, 1.5), (2.5, 3.3)]
+NO_DEGRADE = "playout.degrade_late_frames=1000"  # never reachable in a 25-frame window
+
+
+def _check_no_stall(run: Run) -> None:
+    assert [o.frame.pts for o in run.frames] == [v.pts for v in run.video]
+    for o in run.frames:
+        assert o.emitted_at_s == o.deadline_s == o.frame.time_s + 0.8
+
+
+def _check_late_is_fallback(run: Run) -> None:
+    frames = run.frames
+    st = run.session.stats
+    fallback = [o for o in frames if o.speech and o.kind is not FrameKind.GENERATED]
+    assert all(o.kind in FALLBACKS for o in fallback)
+    assert [o.frame.pts for o in frames if o.late] == [o.frame.pts for o in fallback]
+    assert st.late == len(fallback)
+    counts = {k: sum(o.kind is k for o in frames) for k in FrameKind}
+    assert (st.generated, st.rest, st.hold, st.passthrough) == (
+        counts[FrameKind.GENERATED],
+        counts[FrameKind.REST],
+        counts[FrameKind.HOLD],
+        counts[FrameKind.PASSTHROUGH],
+    )
+
+
+def test_fast_model_has_no_late_frames() -> None:
+    clock = VirtualClock()
+    n = 90
+    run = run_live(MarkerModel(clock=clock), clock, moving_frames(n), loud_audio(n / FPS), SEGS3)
+    _check_no_stall(run)
+    _check_late_is_fallback(run)
+    speech = [in_speech(v.time_s, SEGS3) for v in run.video]
+    assert [o.speech for o in run.frames] == speech
+    assert run.session.stats.late == 0
+    assert [o.kind for o in run.frames] == [FrameKind.GENERATED if s else FrameKind.REST for s in speech]
+
+
+def test_model_slower_than_delay_makes_every_speech_frame_late() -> None:
+    clock = VirtualClock()
+    n = 90
+    model = MarkerModel(clock=clock, latency_s=1.0)  # > D = 0.8 s: nothing can be on time
+    run = run_live(model, clock, moving_frames(n), loud_audio(n / FPS), SEGS3, config(NO_DEGRADE))
+    _check_no_stall(run)
+    _check_late_is_fallback(run)
+    expected_late = [v.pts for v in run.video if in_speech(v.time_s, SEGS3)]
+    assert len(expected_late) == 27 + 22
+    assert [o.frame.pts for o in run.frames if o.late] == expected_late
+    assert run.session.stats.late == len(expected_late)
+    assert run.session.stats.generated == 0
+    assert len(model.calls) >= 2  # the model was called; its results just came too late
+
+
+@pytest.mark.parametrize("latency_s", [0.3, 0.5])
+def test_late_frames_are_exactly_those_without_a_result_by_their_deadline(latency_s: float) -> None:
+    # latency above the 240 ms chunk stride (6 frames at 25 fps) but below D: the model falls
+    # behind, some chunks are refused, some results arrive in time
+    clock = VirtualClock()
+    n = 90
+    model = TimedMarkerModel(clock=clock, latency_s=latency_s)
+    run = run_live(model, clock, moving_frames(n), loud_audio(n / FPS), SEGS3, config(NO_DEGRADE))
+    _check_no_stall(run)
+    _check_late_is_fallback(run)
+
+    ready_by: dict[int, float] = {}  # frame index -> earliest finish of a chunk covering it
+    for chunk, done in zip(model.calls, model.finished_s, strict=True):
+        if chunk.speech.any():
+            for t in chunk.times_s:
+                i = frame_index(t)
+                ready_by[i] = min(ready_by.get(i, np.inf), done)
+    expected_late = [
+        v.pts
+        for v in run.video
+        if in_speech(v.time_s, SEGS3) and ready_by.get(v.pts, np.inf) > v.time_s + 0.8
+    ]
+    late = [o.frame.pts for o in run.frames if o.late]
+    assert late == expected_late
+    assert 0 < len(late) < sum(in_speech(v.time_s, SEGS3) for v in run.video)
+    assert run.session.stats.generated > 0
+    # held frames are within hold_max_frames of a generated one
+    last_gen = None
+    for o in run.frames:
+        if o.kind is FrameKind.GENERATED:
+            last_gen = o.frame.pts
+        if o.kind is FrameKind.HOLD:
+            assert last_gen is not None and o.frame.pts - last_gen <= 12
+
+
+# -- (4) silence: no model, still mouth -----------------------------------------------------
+def test_silence_gets_no_model_calls_and_a_still_mouth() -> None:
+    clock = VirtualClock()
+    n = 80  # 3.2 s
+    segs = [(0.2, 0.8), (2.4, 3.0)]
+    model = MarkerModel(clock=clock)
+    video = moving_frames(n)
+    run = run_live(model, clock, video, loud_audio(n / FPS), segs)
+
+    calls = run.speech_calls()
+    assert len(calls) == len(model.calls) - 1  # besides these, only the one rest-mouth call
+    assert not model.calls[0].speech.any()
+    for c in calls:
+        # a chunk reaches the model only if one of its frames has speech weight > 0
+        assert any(in_speech(t, segs) for t in c.times_s)
+        # the deep silence 1.2 .. 2.0 s is never part of a model call
+        assert not any(1.2 <= t <= 2.0 for t in c.times_s)
+    assert run.session.stats.chunks_silent > 0
+    assert run.session.stats.chunks_silent + len(calls) == run.session.stats.chunks_planned
+
+    core, _ = mouth_regions(run)
+    deep = [o for o in run.frames if 1.0 <= o.frame.time_s <= 2.2]
+    assert len(deep) == 31
+    assert all(o.kind is FrameKind.REST and not o.late for o in deep)
+    first = deep[0].frame.image[core]
+    for o in deep[1:]:
+        assert np.array_equal(o.frame.image[core], first)
+    # ... while the filmed mouth kept moving underneath
+    assert not np.array_equal(video[frame_index(1.0)].image[core], video[frame_index(1.04)].image[core])
+
+
+# -- (5) seams ------------------------------------------------------------------------------
+def _seam_steps(run: Run) -> tuple[list[float], list[float]]:
+    """Frame-to-frame mouth steps at chunk boundaries and strictly inside single chunks.
+
+    The audio runs on past the last frame, so every frame's window holds real audio."""
+    core, _ = mouth_regions(run)
+    level = np.array([o.frame.image[core].astype(np.float64).mean() for o in run.frames])
+    step = np.abs(np.diff(level))  # step[i] is frame i -> i + 1
+    cover = np.zeros(len(level), int)
+    edges: set[int] = set()
+    for c in run.speech_calls():
+        idx = sorted({frame_index(t) for t in c.times_s})
+        cover[idx] += 1
+        edges.update({idx[0] - 1, idx[-1]})  # the pairs (start - 1, start) and (end, end + 1)
+    boundary = [step[i] for i in sorted(edges) if 0 <= i < len(step)]
+    interior = [step[i] for i in range(len(step)) if i not in edges and cover[i] == cover[i + 1] == 1]
+    assert len(boundary) > 10 and len(interior) > 10
+    return boundary, interior
+
+
+def test_no_seam_when_the_model_only_follows_continuous_audio() -> None:
+    clock = VirtualClock()
+    n = 100
+    run = run_live(MarkerModel(clock=clock), clock, still_frames(n), ramp_audio(n / FPS + 0.2), [(-10.0, 100.0)])
+    assert all(o.kind is FrameKind.GENERATED for o in run.frames)
+    boundary, interior = _seam_steps(run)
+    assert max(interior) > 0  # the mouth does follow the audio
+    assert max(boundary) <= max(interior)
+
+
+@pytest.mark.parametrize("overlap", [2, 3])
+def test_overlap_crossfade_spreads_a_per_chunk_bias(overlap: int) -> None:
+    clock = VirtualClock()
+    n = 100
+    bias = 30.0
+    cfg = config(f"chunk.overlap_frames={overlap}")
+    model = MarkerModel(clock=clock, chunk_bias=bias)
+    run = run_live(model, clock, still_frames(n), ramp_audio(n / FPS + 0.2), [(-10.0, 100.0)], cfg)
+    assert all(o.kind is FrameKind.GENERATED for o in run.frames)
+    boundary, interior = _seam_steps(run)
+    # neighbouring chunks differ by 2B; the linear cross-fade over O frames cuts each step to 2B/(O+1)
+    assert max(boundary) <= 2 * bias / (overlap + 1) + max(interior) + 1
+    assert max(boundary) >= 2 * bias / (overlap + 1) - max(interior) - 1  # the bias is really there
+
+
+# -- (6) A/V offset 0 -----------------------------------------------------------------------
+def test_audio_and_video_leaving_together_have_the_same_media_time() -> None:
+    clock = VirtualClock()
+    n = 50
+    d = 0.8
+    run = run_live(MarkerModel(clock=clock, latency_s=0.1), clock, moving_frames(n), ramp_audio(n / FPS), [(0.4, 1.4)])
+    paired = 0
+    for fs, aus, now in run.batches:
+        for o in fs:
+            assert now - o.frame.time_s == pytest.approx(d, abs=1e-9)
+        for a in aus:
+            assert now - a.frame.time_s == pytest.approx(d, abs=1e-9)
+        if fs and aus:
+            assert {o.frame.time_s for o in fs} <= {a.frame.time_s for a in aus}
+            paired += len(fs)
+    assert paired == n  # every video frame left in the same instant as the audio block at its time
+
+
+# -- (7) untouched outside the mask --------------------------------------------------------
+def test_pixels_outside_the_mouth_mask_are_bit_identical() -> None:
+    clock = VirtualClock()
+    n = 40
+    video = moving_frames(n)
+    run = run_live(MarkerModel(clock=clock), clock, video, loud_audio(n / FPS), [(0.3, 1.0)])
+    core, support = mouth_regions(run)
+    outside = ~support
+    changed_inside = 0
+    for o, v in zip(run.frames, video, strict=True):
+        assert o.kind is not FrameKind.PASSTHROUGH
+        assert np.array_equal(o.frame.image[outside], v.image[outside])
+        changed_inside += not np.array_equal(o.frame.image[core], v.image[core])
+    assert changed_inside == n  # the mouth was replaced in every frame (generated or at rest)
+
+
+# -- (8) model errors -----------------------------------------------------------------------
+def test_failing_model_calls_only_affect_their_own_frames() -> None:
+    clock = VirtualClock()
+    n = 60
+    fail = {2, 5}  # call 0 is the rest mouth; 1.. are chunks
+    model = MarkerModel(clock=clock, fail_calls=fail)
+    run = run_live(model, clock, moving_frames(n), loud_audio(n / FPS), [(-10.0, 100.0)])
+
+    st = run.session.stats
+    assert st.model_errors == len(fail) == run.session.worker.errors
+    assert st.frames_out == n
+    ok: set[int] = set()
+    for k, c in enumerate(model.calls):
+        if c.speech.any() and k not in fail:
+            ok.update(frame_index(t) for t in c.times_s)
+    expected_late = [i for i in range(n) if i not in ok]
+    assert len(expected_late) == 8  # the 4 frames of each failed chunk not shared with a good one
+    assert [o.frame.pts for o in run.frames if o.late] == expected_late
+    assert st.late == len(expected_late)
+    assert all(o.kind is FrameKind.HOLD for o in run.frames if o.late)  # last good mouth, recent
+    assert all(o.kind is FrameKind.GENERATED for o in run.frames if not o.late)
+    assert run.frames[-1].kind is FrameKind.GENERATED  # the stream kept going
+
+
+# -- (9) no face ----------------------------------------------------------------------------
+def test_no_face_passes_every_frame_through_without_model_calls() -> None:
+    clock = VirtualClock()
+    n = 40
+    video = moving_frames(n)
+    model = MarkerModel(clock=clock)
+    run = run_live(model, clock, video, loud_audio(n / FPS), [(-10.0, 100.0)], detector=NoFaceDetector())
+    assert model.calls == []
+    assert [o.kind for o in run.frames] == [FrameKind.PASSTHROUGH] * n
+    for o, v in zip(run.frames, video, strict=True):
+        assert np.array_equal(o.frame.image, v.image)
+        assert o.emitted_at_s == v.time_s + 0.8 and not o.late
+    st = run.session.stats
+    assert (st.no_face, st.passthrough, st.late, st.audio_out) == (n, n, 0, len(run.audio))
+
+
+# -- (10) degrade ladder --------------------------------------------------------------------
+def test_persistently_slow_model_degrades_to_passthrough_without_stalling() -> None:
+    clock = VirtualClock()
+    n = 100
+    model = MarkerModel(clock=clock, latency_s=2.0)
+    levels: list[int] = []
+    cfg = Config()
+    tracker = FaceTracker(cfg.face, FixedFaceDetector([BOX]))
+    session = LipSyncSession(cfg, model, clock, tracker=tracker, vad=ScriptedVad([(-10.0, 100.0)]))
+    video = moving_frames(n)
+    frames: list[OutputFrame] = []
+
+    def emit(fs: list[OutputFrame], aus: list[OutputAudio]) -> None:
+        frames.extend(fs)
+        levels.extend([session.stats.degrade_level] * len(fs))
+
+    try:
+        asyncio.run(run_paced(session, clock, interleave(video, loud_audio(n / FPS)), emit))
+    finally:
+        clock.advance_to(clock.now() + 3600)
+        session.close()
+
+    top = len(session.ladder.rungs) - 1
+    assert session.ladder.rungs[top].passthrough
+    assert levels == sorted(levels) and levels[-1] == top == session.stats.degrade_level
+    assert [o.frame.pts for o in frames] == list(range(n))
+    assert all(o.emitted_at_s == o.deadline_s for o in frames)
+    # each rung is left after degrade_late_frames (3) late frames: 4 steps down, 12 late frames
+    late = [o.frame.pts for o in frames if o.late]
+    assert late == list(range(3 * top))
+    assert all(o.kind is FrameKind.PASSTHROUGH for o in frames[3 * top :])
+    for o, v in zip(frames[3 * top :], video[3 * top :], strict=True):
+        assert np.array_equal(o.frame.image, v.image)
+
+
+# -- (11) offline mode ----------------------------------------------------------------------
+class ManualClock:
+    """A clock that only moves when the (fake) model says time has passed."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep_until(self, t: float) -> None:
+        self.t = max(self.t, t)
+
+
+class SlowOfflineModel(MarkerModel):
+    """Each call 'takes' 2 s of clock time (more than D), without sleeping."""
+
+    def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+        self.clock.t += 2.0
+        return super().generate(chunk, reference, steps)
+
+
+def test_offline_mode_waits_for_a_slow_model_instead_of_falling_back() -> None:
+    clock = ManualClock()
+    n = 90
+    segs = [(0.5, 1.5), (2.5, 3.3)]
+    model = SlowOfflineModel(clock=clock)
+    cfg = Config()
+    tracker = FaceTracker(cfg.face, FixedFaceDetector([BOX]))
+    session = LipSyncSession(cfg, model, clock, tracker=tracker, vad=ScriptedVad(segs))
+    video, audio = moving_frames(n), loud_audio(n / FPS)
+    frames: list[OutputFrame] = []
+    out_audio: list[OutputAudio] = []
+
+    def emit(fs: list[OutputFrame], aus: list[OutputAudio]) -> None:
+        frames.extend(fs)
+        out_audio.extend(aus)
+
+    try:
+        run_offline(session, interleave(video, audio), emit, lookahead_frames=16)
+    finally:
+        session.close()
+
+    assert [o.frame.pts for o in frames] == list(range(n))
+    assert [a.frame.pts for a in out_audio] == [a.pts for a in audio]
+    speech = [in_speech(v.time_s, segs) for v in video]
+    assert [o.kind for o in frames] == [FrameKind.GENERATED if s else FrameKind.REST for s in speech]
+    st = session.stats
+    assert st.late == st.hold == st.passthrough == 0
+    assert not any(o.late for o in frames)
+    assert len(model.calls) > 5
+    assert any(o.emitted_at_s > o.deadline_s for o in frames)  # the model really was slower than D
