@@ -40,7 +40,7 @@ class FaceConfig:
     detect_every_frames: int = 3
     min_confidence: float = 0.5
     select: Literal["largest", "leftmost", "rightmost", "center"] = "largest"
-    smoothing: float = 0.5
+    smoothing: float = 0.3
     crop_scale: float = 1.8
     lost_after_frames: int = 10
     mask_feather_px: int = 6

@@ -132,12 +132,15 @@ def _select(dets: list[FaceDetection], rule: str, width: int) -> FaceDetection:
 
 
 class FaceTracker:
-    """Runs the detector every ``detect_every_frames`` frames and smooths the result.
+    """Runs the detector every ``detect_every_frames`` frames and tracks the face in between.
 
-    Between detections the last state is held. A face that detection misses is held for
-    ``lost_after_frames`` frames, counted from the first detection that missed it, and dropped
-    on the next (the session passes frames through). Once a face is tracked, the detection
-    nearest to it is followed, so a second face entering the picture does not steal the track.
+    Tracking is an alpha-beta filter over the face state (crop centre, size, roll and
+    keypoints): every frame the state is predicted at constant velocity; each detection
+    corrects it by ``1 - smoothing`` of the residual (and the velocity by the matching beta),
+    so the box is steady when the head is still and does not lag when it moves. A face missing
+    for more than ``lost_after_frames`` frames is dropped (the session passes frames through).
+    Once a face is tracked, the detection nearest to it is followed, so a second face entering
+    the picture does not steal the track.
     """
 
     def __init__(self, config: FaceConfig, detector: FaceDetector | None = None) -> None:
@@ -146,11 +149,15 @@ class FaceTracker:
         self.state: FaceState | None = None
         self._frame_index = 0
         self._frames_since_seen = 0
+        self._x: np.ndarray | None = None  # filter state: cx, cy, side, angle, 12 keypoint coords
+        self._v: np.ndarray | None = None  # its velocity per frame
+        self._since_update = 0
         self.detections_run = 0
 
     def update(self, image: np.ndarray) -> FaceState | None:
         i = self._frame_index
         self._frame_index += 1
+        self._predict()
         if i % self.config.detect_every_frames != 0:
             return self._age()
         dets = self.detector.detect(image)
@@ -163,7 +170,7 @@ class FaceTracker:
         else:
             det = _select(dets, self.config.select, image.shape[1])
         self._frames_since_seen = 0
-        self.state = self._smooth(self._measure(det))
+        self._correct(self._measure(det))
         return self.state
 
     def _age(self) -> FaceState | None:
@@ -171,9 +178,10 @@ class FaceTracker:
         # the first miss can only happen detect_every_frames after the face was last seen
         if self._frames_since_seen > self.config.lost_after_frames + self.config.detect_every_frames - 1:
             self.state = None
+            self._x = self._v = None
         return self.state
 
-    def _measure(self, det: FaceDetection) -> FaceState:
+    def _measure(self, det: FaceDetection) -> np.ndarray:
         kp = det.keypoints
         x0, y0, x1, y1 = det.box
         eye_dx, eye_dy = kp[LEFT_EYE] - kp[RIGHT_EYE]
@@ -182,20 +190,31 @@ class FaceTracker:
         # centre between the box centre and the mouth, so the mouth sits below the middle
         bc = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
         center = bc + 0.25 * (kp[MOUTH] - bc)
-        return FaceState((float(center[0]), float(center[1])), float(side), angle, kp.copy())
+        return np.concatenate([center, [side, angle], kp.reshape(-1)]).astype(np.float64)
 
-    def _smooth(self, new: FaceState) -> FaceState:
-        old = self.state
-        a = self.config.smoothing
-        if old is None or a == 0 or math.dist(old.center, new.center) > 0.5 * old.side_px:
-            return new
-        mix = lambda p, q: a * p + (1 - a) * q  # noqa: E731
-        return FaceState(
-            (mix(old.center[0], new.center[0]), mix(old.center[1], new.center[1])),
-            mix(old.side_px, new.side_px),
-            mix(old.angle_rad, new.angle_rad),
-            mix(old.keypoints, new.keypoints).astype(np.float32),
-        )
+    def _predict(self) -> None:
+        if self._x is None or self._v is None:
+            return
+        self._x = self._x + self._v
+        self._since_update += 1
+        self.state = self._state()
+
+    def _correct(self, z: np.ndarray) -> None:
+        a = 1.0 - self.config.smoothing
+        if self._x is None or self._v is None or math.dist(self._x[:2], z[:2]) > 0.5 * self._x[2]:
+            self._x, self._v = z, np.zeros_like(z)  # new track, or a jump: start over
+        else:
+            beta = a * a / (2.0 - a)
+            r = z - self._x
+            self._x = self._x + a * r
+            self._v = self._v + beta * r / max(1, self._since_update)
+        self._since_update = 0
+        self.state = self._state()
+
+    def _state(self) -> FaceState:
+        x = self._x
+        assert x is not None
+        return FaceState((float(x[0]), float(x[1])), float(x[2]), float(x[3]), x[4:].reshape(-1, 2).astype(np.float32))
 
 
 class FaceCropper:

@@ -101,8 +101,40 @@ def test_tracker_runs_the_real_detector_every_n_frames(
     states = [tracker.update(img) for img in frames]  # 7 frames: detections on 0, 3, 6
     assert counting.calls == tracker.detections_run == 3
     assert all(s is not None for s in states)
-    assert states[1] is states[0] and states[2] is states[0]  # held between detections
-    assert states[3] is not states[0]
+    # after the first detection the velocity is zero: the prediction stays put until the next
+    assert states[1].center == states[0].center and states[2].center == states[0].center
+    assert states[3].center != states[0].center
+
+
+class MovingFaceDetector:
+    """A face box moving at a constant velocity (px per call of update, via a frame counter)."""
+
+    def __init__(self, vx: float, vy: float) -> None:
+        self.vx, self.vy = vx, vy
+        self.frame = 0
+
+    def box(self, frame: int) -> tuple[float, float, float, float]:
+        x0, y0 = 100 + self.vx * frame, 100 + self.vy * frame
+        return (x0, y0, x0 + 200, y0 + 200)
+
+    def detect(self, image: np.ndarray) -> list[FaceDetection]:
+        return FixedFaceDetector([self.box(self.frame)]).detect(image)
+
+
+def test_tracker_predicts_motion_between_detections() -> None:
+    det = MovingFaceDetector(4.0, -2.0)
+    still = FixedFaceDetector([det.box(0)])
+    tracker = FaceTracker(FaceConfig(detect_every_frames=3, smoothing=0.3), det)
+    img = np.zeros((480, 640, 3), np.uint8)
+    errors = []
+    for frame in range(60):
+        det.frame = frame
+        state = tracker.update(img)
+        assert state is not None
+        truth = still.detect(img)[0].keypoints[MOUTH] + np.array([det.vx * frame, det.vy * frame])
+        errors.append(float(np.linalg.norm(state.keypoints[MOUTH] - truth)))
+    # a tracker that only held the last detection would lag by up to 2 frames (about 9 px)
+    assert max(errors[30:]) < 1.0
 
 
 @pytest.mark.parametrize(("every", "n", "calls"), [(1, 10, 10), (4, 10, 3), (5, 5, 1), (3, 12, 4)])
