@@ -95,7 +95,7 @@ def run_bench(
     media = _merge(vt, audio_blocks(samples, rate))
     sink = FileSink(encode_path, info.width, info.height, info.fps, config.output) if encode_path else None
     enc = [0.0]
-    first = [None]
+    first: list[float | None] = [None]
     t0 = time.perf_counter()
 
     def emit(frames: list[OutputFrame], audio_out: list[OutputAudio]) -> None:
@@ -188,7 +188,7 @@ def write_report(report: dict[str, Any], json_path: str, png_path: str | None) -
         ax.plot(t, [r[1] * 1000 for r in rows], lw=1, label="added latency (emit - capture)")
         late = [(r[0], r[1] * 1000) for r in rows if r[2]]
         if late:
-            ax.scatter(*zip(*late, strict=True), color="red", s=8, label="late (fallback)")
+            ax.scatter([x for x, _ in late], [y for _, y in late], color="red", s=8, label="late (fallback)")
         ax.axhline(report["delay_ms"], color="grey", ls="--", lw=0.8, label="delay budget D")
         ax.set_xlabel("capture time (s)")
         ax.set_ylabel("ms")

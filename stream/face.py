@@ -86,7 +86,11 @@ class MediaPipeFaceDetector:
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         h, w = image.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE_PX / max(h, w))
-        small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)), cv2.INTER_AREA)
+        small = (
+            image
+            if scale == 1.0
+            else cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        )
         res = self._fd.process(np.ascontiguousarray(small))
         out = []
         for d in res.detections or []:
@@ -254,7 +258,7 @@ class FaceCropper:
         f = self.config.mask_feather_px * n / 256
         if f > 0:
             k = 2 * math.ceil(2 * f) + 1
-            mask = cv2.GaussianBlur(mask, (k, k), f)
+            mask = np.asarray(cv2.GaussianBlur(mask, (k, k), f), np.float32)
             mask[mask < 1 / 255] = 0.0
             np.minimum(mask, 1.0, out=mask)  # the blur's rounding can leave 1 + 1e-7
         return mask

@@ -213,10 +213,9 @@ class LipSyncSession:
             self._submit(planned, rung.steps, rung.passthrough)
 
     def _submit(self, plan: ChunkPlan, steps: int, passthrough: bool) -> None:
-        slots = [self._slot(i) for i in range(plan.start, plan.stop)]
-        assert all(s is not None and s.crop is not None for s in slots)
-        times = np.array([s.frame.time_s for s in slots])  # type: ignore[union-attr]
-        weights = [self._speech_w(t) for t in times]
+        slots = [s for s in (self._slot(i) for i in range(plan.start, plan.stop)) if s is not None]
+        assert len(slots) == plan.stop - plan.start and all(s.crop is not None for s in slots)
+        weights = [self._speech_w(s.frame.time_s) for s in slots]
         self.stats.chunks_planned += 1
         if passthrough:
             return
@@ -226,17 +225,13 @@ class LipSyncSession:
         L = self.chunker.chunk_frames
         n = plan.stop - plan.start
         pad = [slots[min(k, n - 1)] for k in range(max(L, n))]  # short chunks repeat their last frame
+        times = np.array([s.frame.time_s for s in pad])
         chunk = ModelChunk(
-            np.stack([s.crop for s in pad]),  # type: ignore[union-attr]
-            np.stack([s.mask for s in pad]),  # type: ignore[union-attr]
-            audio_windows(
-                self.ring,
-                np.array([s.frame.time_s for s in pad]),  # type: ignore[union-attr]
-                self.config.chunk.audio_before_ms,
-                self.config.chunk.audio_after_ms,
-            ),
-            np.array([self._speech_w(s.frame.time_s) > 0 for s in pad]),  # type: ignore[union-attr]
-            np.array([s.frame.time_s for s in pad]),  # type: ignore[union-attr]
+            np.stack([s.crop for s in pad if s.crop is not None]),
+            np.stack([s.mask for s in pad if s.mask is not None]),
+            audio_windows(self.ring, times, self.config.chunk.audio_before_ms, self.config.chunk.audio_after_ms),
+            np.array([self._speech_w(t) > 0 for t in times]),
+            times,
         )
         fut = self.worker.submit(chunk, self._reference, steps)
         if fut is None:
@@ -247,8 +242,8 @@ class LipSyncSession:
             if w < 1.0:
                 # overlap: the chunks already covering this frame fade out as this one fades in,
                 # so the newer chunk's share is w (linear), not w / (1 + w) after renormalising
-                s.jobs = [(f, j, jw * (1.0 - w)) for f, j, jw in s.jobs]  # type: ignore[union-attr]
-            s.jobs.append((fut, k, w))  # type: ignore[union-attr]
+                s.jobs = [(f, j, jw * (1.0 - w)) for f, j, jw in s.jobs]
+            s.jobs.append((fut, k, w))
 
     # -- output ---------------------------------------------------------------------
     def _compose(self, slot: _Slot, now: float, wait: bool) -> OutputFrame:

@@ -238,9 +238,7 @@ def expected_center(box: tuple[float, float, float, float]) -> tuple[float, floa
     return (x0 + x1) / 2, y0 + 0.5625 * (y1 - y0)  # a quarter of the way from box centre to mouth
 
 
-@pytest.mark.parametrize(
-    ("select", "chosen"), [("largest", 1), ("leftmost", 0), ("rightmost", 2), ("center", 1)]
-)
+@pytest.mark.parametrize(("select", "chosen"), [("largest", 1), ("leftmost", 0), ("rightmost", 2), ("center", 1)])
 def test_tracker_selects_the_configured_face(select: str, chosen: int) -> None:
     tracker = FaceTracker(FaceConfig(select=select, smoothing=0.0), FixedFaceDetector(BOXES))  # type: ignore[arg-type]
     state = tracker.update(np.zeros((480, 640, 3), np.uint8))

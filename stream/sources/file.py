@@ -95,7 +95,10 @@ def decode_video(path: str) -> Iterator[np.ndarray]:
             if n and expected and n < 0.95 * expected - 1:
                 log.warning(
                     "video file %s: only %d of the %d frames its header announces could be read "
-                    "(truncated file?); using those", path, n, expected
+                    "(truncated file?); using those",
+                    path,
+                    n,
+                    expected,
                 )
     if n == 0:
         raise InputError(f"video file {path} has no decodable frame: pass a valid video")
@@ -111,7 +114,7 @@ def read_audio(path: str) -> tuple[np.ndarray, int]:
         if not rate:
             raise InputError(f"audio file {path} has an audio stream of unknown sample rate: re-encode it")
         chunks: list[np.ndarray] = []
-        channels = None
+        channels = 1
         resampler = None
         try:
             for frame in c.decode(st):
@@ -140,9 +143,7 @@ def audio_blocks(samples: np.ndarray, rate: int, block_ms: int = 20) -> Iterator
         yield AudioFrame(samples[i : i + n], rate, i, tb)
 
 
-def video_timeline(
-    path: str, fps: Fraction, duration_s: float, mode: str = "loop"
-) -> Iterator[VideoFrame]:
+def video_timeline(path: str, fps: Fraction, duration_s: float, mode: str = "loop") -> Iterator[VideoFrame]:
     """Constant-rate frames covering ``duration_s``: the video's own frames, then (when the
     audio is longer) the video again from the start (``loop``) or its last frame (``hold``)."""
     total = max(1, round(duration_s * fps))
