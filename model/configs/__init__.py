@@ -1,0 +1,132 @@
+"""Model configurations: ``full`` (Stable Video Diffusion size) and ``tiny`` (real time on CPU).
+
+A config is plain data; it is saved next to every checkpoint as ``config.json`` and a
+checkpoint only loads into the config it was saved with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from stream.errors import ModelError
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """The spatio-temporal UNet (diffusers ``UNetSpatioTemporalConditionModel`` arguments)."""
+
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    down_block_types: tuple[str, ...] = (
+        "CrossAttnDownBlockSpatioTemporal",
+        "CrossAttnDownBlockSpatioTemporal",
+        "CrossAttnDownBlockSpatioTemporal",
+        "DownBlockSpatioTemporal",
+    )
+    up_block_types: tuple[str, ...] = (
+        "UpBlockSpatioTemporal",
+        "CrossAttnUpBlockSpatioTemporal",
+        "CrossAttnUpBlockSpatioTemporal",
+        "CrossAttnUpBlockSpatioTemporal",
+    )
+    layers_per_block: int = 2
+    num_attention_heads: tuple[int, ...] = (5, 10, 20, 20)
+    cross_attention_dim: int = 1024
+    addition_time_embed_dim: int = 256
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """``svd``: SVD's temporal-decoder VAE (8x down, 4 latent channels). ``small``: a diffusers
+    ``AutoencoderKL`` with few channels (``2 ** (len(block_out_channels) - 1)`` x down)."""
+
+    kind: Literal["svd", "small"] = "svd"
+    latent_channels: int = 4
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    scaling_factor: float = 0.18215
+
+
+@dataclass(frozen=True)
+class AudioEncoderConfig:
+    """Per-frame audio features. ``mel``: a small encoder over a log-mel window around each frame.
+    ``whisper``: a Whisper encoder loaded from a local folder (``whisper_path``)."""
+
+    kind: Literal["mel", "whisper"] = "mel"
+    n_mels: int = 40
+    window_before_ms: int = 200
+    window_after_ms: int = 80
+    hidden: int = 256
+    tokens_per_frame: int = 4
+    whisper_path: str = ""
+
+
+@dataclass(frozen=True)
+class SayAnythingConfig:
+    name: str = "full"
+    resolution_px: int = 512
+    chunk_frames: int = 8
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    id_guider_channels: tuple[int, ...] = (64, 128, 256, 256)  # one per UNet down block
+    consistency: bool = False  # True: a distilled few-step student (consistency parameterisation)
+    distill_guidance: float = 0.0  # the audio guidance folded into a student
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 1.0
+
+    @property
+    def latent_px(self) -> int:
+        down = 8 if self.vae.kind == "svd" else 2 ** (len(self.vae.block_out_channels) - 1)
+        return self.resolution_px // down
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SayAnythingConfig:
+        try:
+            sub = {"unet": UNetConfig, "vae": VAEConfig, "audio": AudioEncoderConfig}
+            kwargs: dict[str, Any] = {}
+            for k, v in data.items():
+                if k in sub:
+                    kwargs[k] = sub[k](**{kk: tuple(vv) if isinstance(vv, list) else vv for kk, vv in v.items()})
+                else:
+                    kwargs[k] = tuple(v) if isinstance(v, list) else v
+            return cls(**kwargs)
+        except TypeError as e:
+            raise ModelError(
+                f"model config has an unknown or missing field ({e}): use a config.json saved by this version"
+            ) from None
+
+
+FULL = SayAnythingConfig()
+
+TINY = SayAnythingConfig(
+    name="tiny",
+    resolution_px=64,
+    chunk_frames=8,
+    unet=UNetConfig(
+        block_out_channels=(32, 64, 96),
+        down_block_types=(
+            "CrossAttnDownBlockSpatioTemporal",
+            "CrossAttnDownBlockSpatioTemporal",
+            "DownBlockSpatioTemporal",
+        ),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        layers_per_block=1,
+        num_attention_heads=(2, 4, 4),
+        cross_attention_dim=64,
+        addition_time_embed_dim=16,
+    ),
+    vae=VAEConfig(
+        kind="small", latent_channels=4, block_out_channels=(32, 64, 64), layers_per_block=1, scaling_factor=1.0
+    ),
+    audio=AudioEncoderConfig(kind="mel", n_mels=32, hidden=64, tokens_per_frame=2),
+    id_guider_channels=(16, 32, 32),
+)
+
+PRESETS = {"full": FULL, "tiny": TINY}

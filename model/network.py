@@ -1,0 +1,113 @@
+"""The whole SayAnything model: VAE, audio encoder, ID-guider and UNet, with EDM-style
+preconditioning. ``denoise`` maps a noisy latent video at noise level sigma to a clean one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.conditioning import IDGuider, build_audio_encoder
+from model.configs import SayAnythingConfig
+from model.unet import SayAnythingUNet
+from model.vae import VideoVAE
+
+# SVD's micro-conditioning (fps - 1, motion bucket, noise augmentation) kept at fixed values so
+# that SVD's add_embedding weights stay meaningful when a full model starts from SVD.
+ADDED_TIME_IDS = (24.0, 127.0, 0.0)
+
+
+@dataclass
+class Conditions:
+    """Everything the denoiser is conditioned on for one batch of chunks."""
+
+    masked_latents: torch.Tensor  # (B, F, C, h, w): latents of the frames with the mouth blanked
+    mask_latent: torch.Tensor  # (B, F, 1, h, w): editing region at latent resolution
+    audio_tokens: torch.Tensor  # (B, F, S, D)
+    id_features: list[torch.Tensor]  # per UNet level, (B, C_l, h_l, w_l)
+
+    def without_audio(self) -> Conditions:
+        return Conditions(self.masked_latents, self.mask_latent, torch.zeros_like(self.audio_tokens), self.id_features)
+
+
+class SayAnythingModel(nn.Module):
+    def __init__(self, config: SayAnythingConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vae = VideoVAE(config.vae, config.resolution_px)
+        self.unet = SayAnythingUNet.from_config_obj(config)
+        self.id_guider = IDGuider(
+            config.vae.latent_channels, config.id_guider_channels, SayAnythingUNet.level_widths(config)
+        )
+        self.audio_encoder = build_audio_encoder(config.audio, config.unet.cross_attention_dim)
+
+    # -- conditioning ----------------------------------------------------------------
+    def encode_reference(self, reference: torch.Tensor) -> list[torch.Tensor]:
+        """reference (B, 3, H, W) in [-1, 1] -> ID-guider features."""
+        return self.id_guider(self.vae.encode(reference[:, None])[:, 0])
+
+    def conditions(
+        self, frames: torch.Tensor, masks: torch.Tensor, audio: torch.Tensor, id_features: list[torch.Tensor]
+    ) -> Conditions:
+        """frames (B, F, 3, H, W) in [-1, 1]; masks (B, F, 1, H, W) in {0, 1}; audio (B, F, n)."""
+        masked = self.vae.encode(frames * (1.0 - masks))
+        h, w = masked.shape[-2:]
+        mask_lat = F.adaptive_max_pool2d(masks.flatten(0, 1), (h, w)).reshape(*masks.shape[:3], h, w)
+        return Conditions(masked, mask_lat.to(masked.dtype), self.audio_encoder(audio), id_features)
+
+    # -- denoiser --------------------------------------------------------------------
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditions) -> torch.Tensor:
+        """D(x; sigma): the clean latent estimate (v-prediction preconditioning as in SVD).
+
+        For a consistency student (``config.consistency``), the boundary-condition wrapper
+        f(x, sigma) = c_skip_cm x + c_out_cm D(x; sigma) makes f(x, sigma_min) = x exactly."""
+        b = x.shape[0]
+        s = sigma.reshape(b, 1, 1, 1, 1).to(x.dtype)
+        c_in = 1.0 / torch.sqrt(s**2 + 1.0)
+        c_skip = 1.0 / (s**2 + 1.0)
+        c_out = -s / torch.sqrt(s**2 + 1.0)
+        c_noise = (0.25 * torch.log(sigma.float())).to(x.dtype).reshape(b)
+        inp = torch.cat([c_in * x, cond.masked_latents, cond.mask_latent], dim=2)
+        ids = torch.tensor(ADDED_TIME_IDS, device=x.device, dtype=x.dtype).expand(b, 3)
+        out = self.unet.denoise_forward(inp, c_noise, cond.audio_tokens, ids, cond.id_features)
+        d = c_skip * x + c_out * out
+        if not self.config.consistency:
+            return d
+        smin, sd = self.config.sigma_min, self.config.sigma_data
+        cs = sd**2 / ((s - smin) ** 2 + sd**2)
+        co = (s - smin) * sd / torch.sqrt(s**2 + sd**2)
+        return cs * x + co * d
+
+    def guided_denoise(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditions, guidance: float = 1.0
+    ) -> torch.Tensor:
+        """Audio classifier-free guidance: D_uncond + w (D_cond - D_uncond); w = 1 is plain."""
+        if guidance == 1.0:
+            return self.denoise(x, sigma, cond)
+        both = self.denoise(
+            torch.cat([x, x]),
+            torch.cat([sigma, sigma]),
+            _cat(cond, cond.without_audio()),
+        )
+        d_cond, d_unc = both.chunk(2)
+        return d_unc + guidance * (d_cond - d_unc)
+
+    def parameter_count(self) -> dict[str, int]:
+        parts: list[tuple[str, nn.Module]] = [
+            ("unet", self.unet),
+            ("vae", self.vae),
+            ("id_guider", self.id_guider),
+            ("audio_encoder", self.audio_encoder),
+        ]
+        return {name: sum(p.numel() for p in mod.parameters()) for name, mod in parts}
+
+
+def _cat(a: Conditions, b: Conditions) -> Conditions:
+    return Conditions(
+        torch.cat([a.masked_latents, b.masked_latents]),
+        torch.cat([a.mask_latent, b.mask_latent]),
+        torch.cat([a.audio_tokens, b.audio_tokens]),
+        [torch.cat([x, y]) for x, y in zip(a.id_features, b.id_features, strict=True)],
+    )

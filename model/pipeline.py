@@ -1,0 +1,112 @@
+"""The SayAnything pipeline: load once, warm up, then ``generate(chunk)`` per chunk.
+
+Implements the engine's ``LipSyncModel`` protocol: numpy crops in, numpy crops out; inside,
+tensors on the configured device and dtype. Pixels outside the editing mask are returned as
+they came in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.network import SayAnythingModel
+from model.sampler import ConsistencySampler, EulerSampler
+from stream.errors import ModelError
+from stream.worker import ModelChunk
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Reference:
+    id_features: list[torch.Tensor]
+
+
+class SayAnythingPipeline:
+    """Few-step (student) or many-step (teacher) generation of lip-synced face crops."""
+
+    def __init__(
+        self,
+        model: SayAnythingModel,
+        device: str = "cpu",
+        dtype: str = "float32",
+        guidance: float = 1.0,
+        seed: int = 0,
+        compile: bool = False,
+        name: str | None = None,
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ModelError(f"model dtype {dtype!r} is unknown: use one of {', '.join(DTYPES)}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelError(f"model device {device!r} is not available (no CUDA): use device = 'cpu'")
+        self.device = torch.device(device)
+        self.dtype = DTYPES[dtype]
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.config = model.config
+        self.name = name or f"sayanything-{self.config.name}"
+        self.resolution_px = self.config.resolution_px
+        self.guidance = 1.0 if self.config.consistency else guidance
+        self.seed = seed
+        c = self.config
+        self.sampler: EulerSampler | ConsistencySampler = (
+            ConsistencySampler(c.sigma_min, c.sigma_max) if c.consistency else EulerSampler(c.sigma_min, c.sigma_max)
+        )
+        if compile:
+            self.model.unet = torch.compile(self.model.unet)  # type: ignore[assignment]
+
+    # -- tensors --------------------------------------------------------------------
+    def _to_tensor(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        return (x.permute(0, 3, 1, 2).to(self.dtype) / 127.5 - 1.0)[None]
+
+    @torch.inference_mode()
+    def sample(
+        self, frames: torch.Tensor, masks: torch.Tensor, audio: torch.Tensor, reference: Reference, steps: int
+    ) -> torch.Tensor:
+        """frames (B, F, 3, H, W) in [-1, 1], masks (B, F, 1, H, W) in {0, 1}, audio (B, F, n) ->
+        generated frames (B, F, 3, H, W) in [-1, 1], composited so unmasked pixels are the input's."""
+        m = self.model
+        cond = m.conditions(frames, masks, audio, reference.id_features)
+        self.sampler.set_timesteps(steps)
+        gen = torch.Generator().manual_seed(self.seed)
+        x = self.sampler.init_noise(tuple(cond.masked_latents.shape), gen).to(self.device, self.dtype)
+        for i, s in enumerate(self.sampler.timesteps):
+            sigma = torch.full((x.shape[0],), float(s), device=self.device, dtype=torch.float32)
+            d = m.guided_denoise(x, sigma, cond, self.guidance)
+            x = self.sampler.step(d, i, x, gen)
+        out = m.vae.decode(x).clamp(-1, 1)
+        return frames * (1 - masks) + out * masks
+
+    # -- LipSyncModel protocol ---------------------------------------------------------
+    @torch.inference_mode()
+    def encode_reference(self, crop: np.ndarray) -> Any:
+        ref = self._to_tensor(crop[None])[:, 0]
+        return Reference(self.model.encode_reference(ref))
+
+    def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+        frames = self._to_tensor(chunk.frames)
+        masks = torch.from_numpy((chunk.masks > 0.02).astype(np.float32)).to(self.device, self.dtype)[None, :, None]
+        audio = torch.from_numpy(chunk.audio).to(self.device, self.dtype)[None]
+        out = self.sample(frames, masks, audio, reference, steps)
+        img = ((out[0].float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        return img.permute(0, 2, 3, 1).cpu().numpy()
+
+    def warmup(self, steps: int = 1) -> None:
+        """One generation on a blank chunk (first-call allocations, compilation)."""
+        c = self.config
+        r, n = c.resolution_px, round((c.audio.window_before_ms + c.audio.window_after_ms) * 16)
+        chunk = ModelChunk(
+            np.zeros((c.chunk_frames, r, r, 3), np.uint8),
+            np.ones((c.chunk_frames, r, r), np.float32),
+            np.zeros((c.chunk_frames, n), np.float32),
+            np.zeros(c.chunk_frames, bool),
+            np.zeros(c.chunk_frames),
+        )
+        self.generate(chunk, self.encode_reference(chunk.frames[0]), steps)

@@ -1,0 +1,1 @@
+"""Training, data synthesis and distillation. Never imported by the runtime."""
