@@ -29,7 +29,7 @@ def main() -> int:
     args = ap.parse_args()
     cfg = load(None, args.set)
     with tempfile.TemporaryDirectory() as d:
-        report = run_bench(args.video, args.audio, cfg, load_model(cfg.model), encode_path=os.path.join(d, "b.mp4"))
+        report = run_bench(args.video, args.audio, cfg, load_model(cfg), encode_path=os.path.join(d, "b.mp4"))
     out = os.path.join(ROOT, "benchmarks", "results", "engine_cpu")
     write_report(report, out + ".json", out + ".png")
     tp, lv = report["throughput"], report["live"]

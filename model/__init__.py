@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
-from stream.config import ModelConfig
+import os
+
+from stream.config import Config
 from stream.errors import ConfigError
 from stream.worker import LipSyncModel
 
 
-def load_model(config: ModelConfig) -> LipSyncModel:
-    """Build (and warm up) the model named by ``config.name``."""
-    if config.name == "identity":
+def load_model(config: Config) -> LipSyncModel:
+    """Build (and warm up) the model named by ``config.model.name``."""
+    mc = config.model
+    if mc.name == "identity":
         from model.identity import IdentityModel
 
         return IdentityModel()
-    raise ConfigError(f"config key model.name = {config.name!r} is unknown: allowed 'identity'")
+    if mc.name == "sayanything":
+        if not mc.checkpoint or not os.path.isdir(mc.checkpoint):
+            raise ConfigError(
+                f"config key model.checkpoint = {mc.checkpoint!r} is not a folder: set it to a local "
+                "SayAnything checkpoint (config.json + model.safetensors)"
+            )
+        from model.checkpoint import load_checkpoint
+        from model.pipeline import SayAnythingPipeline
+
+        net = load_checkpoint(mc.checkpoint)
+        a = net.config.audio
+        for key, have, want in [
+            ("chunk.audio_before_ms", config.chunk.audio_before_ms, a.window_before_ms),
+            ("chunk.audio_after_ms", config.chunk.audio_after_ms, a.window_after_ms),
+        ]:
+            if have != want:
+                raise ConfigError(
+                    f"config key {key} = {have} does not match the checkpoint's audio window "
+                    f"({want} ms): set {key}={want}"
+                )
+        pipe = SayAnythingPipeline(
+            net, device=mc.device, dtype=mc.dtype, guidance=mc.guidance, seed=mc.seed, compile=mc.compile
+        )
+        pipe.warmup(mc.steps)
+        return pipe
+    raise ConfigError(f"config key model.name = {mc.name!r} is unknown: allowed 'identity', 'sayanything'")

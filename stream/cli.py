@@ -26,7 +26,7 @@ def _config(args: argparse.Namespace) -> Config:
 def _model(cfg: Config):  # noqa: ANN202 - returns a LipSyncModel
     from model import load_model
 
-    return load_model(cfg.model)
+    return load_model(cfg)
 
 
 def _summary(res) -> str:  # noqa: ANN001
@@ -122,6 +122,51 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+    from tqdm import tqdm
+
+    from model.checkpoint import load_checkpoint, save_checkpoint
+    from model.train.data import clip_chunks
+    from model.train.distill import DistillConfig, clip_batches, distill, trajectory_errors
+
+    torch.manual_seed(args.seed)
+    teacher = load_checkpoint(args.teacher)
+    if teacher.config.consistency:
+        raise SayAnythingError(f"checkpoint {args.teacher} is already a distilled student: pass a teacher checkpoint")
+    chunks = clip_chunks(args.video, args.audio, teacher.config)
+    n = chunks["frames"].shape[0]
+    held_out = {k: v[-1:] for k, v in chunks.items()}
+    train = {k: v[:-1] for k, v in chunks.items()} if n > 1 else chunks
+    cfg = DistillConfig(
+        iterations=args.iterations,
+        lr=args.lr,
+        base_steps=args.base_steps,
+        skip=args.skip,
+        guidance=args.guidance,
+        seed=args.seed,
+    )
+    bar = tqdm(total=cfg.iterations, unit="it", desc="distill", file=sys.stderr, disable=not sys.stderr.isatty())
+    t0 = time.perf_counter()
+
+    def progress(_: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+
+    student = distill(teacher, clip_batches(teacher, train, args.batch_size, args.seed), cfg, progress=progress)
+    bar.close()
+    save_checkpoint(student, args.out)
+    errs = trajectory_errors(teacher, student, held_out, cfg, steps=args.eval_steps)
+    print(f"wrote student {args.out}: {cfg.iterations} iterations on {n} chunks in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"held-out chunk, distance to the teacher's {cfg.base_steps}-step output (mean squared, latent): "
+        f"student {args.eval_steps}-step {errs['student']:.4f}, teacher {args.eval_steps}-step {errs['teacher']:.4f}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sayanything-live", description="Real-time audio-driven lip-sync.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -159,6 +204,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default="bench.json")
     b.add_argument("--plot", default="bench.png")
     b.set_defaults(fn=cmd_bench)
+
+    ds = sub.add_parser("distill", help="latent consistency distillation: a few-step student from a teacher")
+    ds.add_argument("--teacher", required=True, metavar="DIR", help="teacher checkpoint folder")
+    ds.add_argument("--out", required=True, metavar="DIR", help="where to write the student checkpoint")
+    ds.add_argument("--video", required=True, help="training clip (a visible face)")
+    ds.add_argument("--audio", required=True, help="its driving audio")
+    ds.add_argument("--iterations", type=int, default=2000)
+    ds.add_argument("--lr", type=float, default=1e-4)
+    ds.add_argument("--batch-size", type=int, default=4)
+    ds.add_argument("--base-steps", type=int, default=40, help="teacher schedule the student learns (N)")
+    ds.add_argument("--skip", type=int, default=10, help="teacher intervals per consistency step (k)")
+    ds.add_argument("--guidance", type=float, default=2.0, help="audio guidance folded into the student")
+    ds.add_argument("--eval-steps", type=int, default=2)
+    ds.add_argument("--seed", type=int, default=0)
+    ds.set_defaults(fn=cmd_distill)
     return p
 
 

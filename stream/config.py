@@ -62,10 +62,13 @@ class ChunkConfig:
 class ModelConfig:
     """Which lip-sync model runs, and how."""
 
-    name: Literal["identity"] = "identity"
+    name: Literal["identity", "sayanything"] = "identity"
+    checkpoint: str = ""  # sayanything: a local checkpoint folder (config.json + model.safetensors)
     steps: int = 4
+    guidance: float = 1.0  # audio guidance of a many-step teacher (a distilled student ignores it)
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    compile: bool = False  # torch.compile the UNet
     seed: int = 0
 
 
@@ -125,6 +128,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "chunk.audio_before_ms": (0, 2000),
     "chunk.audio_after_ms": (0, 1000),
     "model.steps": (1, 100),
+    "model.guidance": (0.0, 20.0),
     "playout.delay_ms": (0, 10000),
     "playout.hold_max_frames": (0, 1000),
     "playout.degrade_late_frames": (1, 1000),

@@ -122,3 +122,36 @@ def clip_batches(
         return Batch(latents, cond, f, m, a, r)
 
     return get
+
+
+@torch.no_grad()
+def trajectory_errors(
+    teacher: SayAnythingModel,
+    student: SayAnythingModel,
+    chunks: dict[str, torch.Tensor],
+    config: DistillConfig,
+    steps: int = 2,
+    seed: int = 1234,
+) -> dict[str, float]:
+    """Mean squared latent distance to the teacher's ``base_steps`` output from the same noise:
+    for the student at ``steps`` and for the teacher at ``steps``."""
+    from model.sampler import ConsistencySampler, EulerSampler
+
+    f, m, a, r = (chunks[k] for k in ("frames", "masks", "audio", "reference"))
+
+    def run(model: SayAnythingModel, sampler: EulerSampler | ConsistencySampler, n: int, w: float) -> torch.Tensor:
+        cond = model.conditions(f, m, a, model.encode_reference(r))
+        sampler.set_timesteps(n)
+        x = torch.randn(cond.masked_latents.shape, generator=torch.Generator().manual_seed(seed)) * float(
+            sampler.sigmas[0]
+        )
+        for i, s in enumerate(sampler.timesteps):
+            d = model.guided_denoise(x, torch.full((x.shape[0],), float(s)), cond, w)
+            x = sampler.step(d, i, x)
+        return x
+
+    c = teacher.config
+    ref = run(teacher, EulerSampler(c.sigma_min, c.sigma_max), config.base_steps, config.guidance)
+    t_few = run(teacher, EulerSampler(c.sigma_min, c.sigma_max), steps, config.guidance)
+    s_few = run(student, ConsistencySampler(c.sigma_min, c.sigma_max, base_steps=config.base_steps), steps, 1.0)
+    return {"teacher": float((t_few - ref).pow(2).mean()), "student": float((s_few - ref).pow(2).mean())}
