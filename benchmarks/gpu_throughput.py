@@ -131,7 +131,8 @@ def main() -> int:
             for r in rows:
                 fh.write(
                     f"| {datetime.date.today()} | {r['device']} | {r['preset']} | {r['dtype']} | "
-                    f"{r['resolution_px']} | {r['frames']} | {r['steps']} | {r['ms_per_chunk_p50']} | {r['frames_per_s']} | "
+                    f"{r['resolution_px']} | {r['frames']} | {r['steps']} | {r['ms_per_chunk_p50']} | "
+                    f"{r['frames_per_s']} | "
                     f"{r['new_frames_per_s']} | {r['tflop_per_chunk']} | {r['flop_floor_ms']} | {r['peak_mem_gib']} | "
                     f"`{cmd}` |\n"
                 )
