@@ -82,3 +82,58 @@ def load_checkpoint(
     check_state(state, model.state_dict(), path)
     model.load_state_dict(state, strict=True)
     return model.to(device=device, dtype=dtype).eval()
+
+
+# -- Stable Video Diffusion weights ------------------------------------------------------
+# A diffusers-format SVD folder: unet/ and vae/, each with diffusion_pytorch_model[.fp16].safetensors.
+# Key map, SVD -> this model:
+#   unet.<key>          -> unet.<key>           same shape, except:
+#   unet.conv_in.weight -> unet.conv_in.weight  (C, 8, 3, 3) -> (C, 9, 3, 3): input channels 0-3
+#                          (noisy latents) and 4-7 (SVD's conditioning-image latent -> here the
+#                          masked-frame latents) copied; channel 8 (mask) zero
+#   vae.<key>           -> vae.model.<key>      same shape
+# ID-guider and audio encoder keys have no SVD counterpart and keep their initialisation.
+SVD_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
+
+
+def _svd_file(folder: str, sub: str) -> str:
+    for name in SVD_WEIGHT_FILES:
+        path = os.path.join(folder, sub, name)
+        if os.path.isfile(path):
+            return path
+    raise ModelError(
+        f"SVD folder {folder} lacks {sub}/{SVD_WEIGHT_FILES[0]}: pass a diffusers-format Stable Video Diffusion folder"
+    )
+
+
+def map_svd_state(svd: dict[str, torch.Tensor], part: str, ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map one SVD part ("unet" or "vae") onto this model's keys (see the table above)."""
+    prefix = "unet." if part == "unet" else "vae.model."
+    out: dict[str, torch.Tensor] = {}
+    for key, value in svd.items():
+        target = prefix + key
+        if target == "unet.conv_in.weight" and target in ours:
+            ref = ours[target]
+            if value.shape[1] != 8 or ref.shape[1] != 9 or value.shape[0] != ref.shape[0]:
+                raise ModelError(
+                    f"SVD key conv_in.weight has shape {tuple(value.shape)}, expected ({ref.shape[0]}, 8, 3, 3): "
+                    "not an SVD image-to-video UNet of this size"
+                )
+            w = torch.zeros(ref.shape, dtype=value.dtype)
+            w[:, :8] = value
+            value = w
+        out[target] = value
+    return out
+
+
+def load_svd_weights(model: SayAnythingModel, folder: str) -> None:
+    """Load a diffusers-format SVD folder's UNet and VAE into ``model`` (strict per part)."""
+    ours = model.state_dict()
+    for part in ("unet", "vae"):
+        path = _svd_file(folder, part)
+        mapped = map_svd_state(read_weights(path), part, ours)
+        prefix = "unet." if part == "unet" else "vae.model."
+        expected = {k: v for k, v in ours.items() if k.startswith(prefix)}
+        check_state(mapped, expected, path)
+        model.load_state_dict({**ours, **{k: v.to(ours[k].dtype) for k, v in mapped.items()}}, strict=True)
+        ours = model.state_dict()

@@ -167,6 +167,24 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    import torch
+
+    from model.checkpoint import load_svd_weights, save_checkpoint
+    from model.configs import PRESETS
+    from model.network import SayAnythingModel
+
+    torch.manual_seed(args.seed)
+    model = SayAnythingModel(PRESETS[args.preset])
+    if args.svd:
+        load_svd_weights(model, args.svd)
+    save_checkpoint(model, args.out)
+    counts = model.parameter_count()
+    origin = f"UNet and VAE from {args.svd}" if args.svd else "random initialisation (a starting point for training)"
+    print(f"wrote {args.preset} checkpoint {args.out}: {sum(counts.values()) / 1e6:.1f} M parameters, {origin}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sayanything-live", description="Real-time audio-driven lip-sync.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -219,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--eval-steps", type=int, default=2)
     ds.add_argument("--seed", type=int, default=0)
     ds.set_defaults(fn=cmd_distill)
+
+    ini = sub.add_parser("init", help="write a starting checkpoint (random, or UNet + VAE from an SVD folder)")
+    ini.add_argument("--preset", choices=["full", "tiny"], default="tiny")
+    ini.add_argument("--svd", metavar="DIR", help="diffusers-format Stable Video Diffusion folder (unet/, vae/)")
+    ini.add_argument("--out", required=True, metavar="DIR")
+    ini.add_argument("--seed", type=int, default=0)
+    ini.set_defaults(fn=cmd_init)
     return p
 
 
