@@ -73,7 +73,7 @@ def main() -> int:
     ap.add_argument("--overlap", type=int, default=2, help="the engine's chunk.overlap_frames")
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"])
     ap.add_argument("--write", action="store_true", help="append rows to BENCHMARKS.md")
     args = ap.parse_args()
 

@@ -37,7 +37,13 @@ def load_model(config: Config) -> LipSyncModel:
                     f"({want} ms): set {key}={want}"
                 )
         pipe = SayAnythingPipeline(
-            net, device=mc.device, dtype=mc.dtype, guidance=mc.guidance, seed=mc.seed, compile=mc.compile
+            net,
+            device=mc.device,
+            dtype=mc.dtype,
+            guidance=mc.guidance,
+            reference_guidance=mc.reference_guidance,
+            seed=mc.seed,
+            compile=mc.compile,
         )
         pipe.warmup(mc.steps)
         return pipe

@@ -31,6 +31,11 @@ class Conditions:
     def without_audio(self) -> Conditions:
         return Conditions(self.masked_latents, self.mask_latent, torch.zeros_like(self.audio_tokens), self.id_features)
 
+    def without_reference(self) -> Conditions:
+        return Conditions(
+            self.masked_latents, self.mask_latent, self.audio_tokens, [torch.zeros_like(f) for f in self.id_features]
+        )
+
 
 class SayAnythingModel(nn.Module):
     def __init__(self, config: SayAnythingConfig) -> None:
@@ -81,18 +86,30 @@ class SayAnythingModel(nn.Module):
         return cs * x + co * d
 
     def guided_denoise(
-        self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditions, guidance: float = 1.0
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        cond: Conditions,
+        guidance: float = 1.0,
+        reference_guidance: float = 1.0,
     ) -> torch.Tensor:
-        """Audio classifier-free guidance: D_uncond + w (D_cond - D_uncond); w = 1 is plain."""
-        if guidance == 1.0:
+        """Classifier-free guidance on audio and, optionally, on the reference:
+
+        D = D(-a, -r) + w_r (D(-a, r) - D(-a, -r)) + w_a (D(a, r) - D(-a, r))
+
+        (audio dropped = zero tokens, reference dropped = zero ID features). With w_r = 1 this
+        is plain audio guidance, D(-a, r) + w_a (D(a, r) - D(-a, r)); with both 1, one call."""
+        if guidance == 1.0 and reference_guidance == 1.0:
             return self.denoise(x, sigma, cond)
-        both = self.denoise(
-            torch.cat([x, x]),
-            torch.cat([sigma, sigma]),
-            _cat(cond, cond.without_audio()),
-        )
-        d_cond, d_unc = both.chunk(2)
-        return d_unc + guidance * (d_cond - d_unc)
+        no_audio = cond.without_audio()
+        variants = [cond, no_audio]
+        if reference_guidance != 1.0:
+            variants.append(no_audio.without_reference())
+        k = len(variants)
+        out = self.denoise(torch.cat([x] * k), torch.cat([sigma] * k), _cat(*variants)).chunk(k)
+        d_full, d_ref = out[0], out[1]
+        base = d_ref if k == 2 else out[2] + reference_guidance * (d_ref - out[2])
+        return base + guidance * (d_full - d_ref)
 
     def parameter_count(self) -> dict[str, int]:
         parts: list[tuple[str, nn.Module]] = [
@@ -104,10 +121,10 @@ class SayAnythingModel(nn.Module):
         return {name: sum(p.numel() for p in mod.parameters()) for name, mod in parts}
 
 
-def _cat(a: Conditions, b: Conditions) -> Conditions:
+def _cat(*conds: Conditions) -> Conditions:
     return Conditions(
-        torch.cat([a.masked_latents, b.masked_latents]),
-        torch.cat([a.mask_latent, b.mask_latent]),
-        torch.cat([a.audio_tokens, b.audio_tokens]),
-        [torch.cat([x, y]) for x, y in zip(a.id_features, b.id_features, strict=True)],
+        torch.cat([c.masked_latents for c in conds]),
+        torch.cat([c.mask_latent for c in conds]),
+        torch.cat([c.audio_tokens for c in conds]),
+        [torch.cat(level) for level in zip(*(c.id_features for c in conds), strict=True)],
     )

@@ -21,6 +21,7 @@ from stream.worker import ModelChunk
 
 log = logging.getLogger(__name__)
 
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -38,8 +39,9 @@ class SayAnythingPipeline:
         device: str = "cpu",
         dtype: str = "float32",
         guidance: float = 1.0,
+        reference_guidance: float = 1.0,
         seed: int = 0,
-        compile: bool = False,
+        compile: str = "none",
         name: str | None = None,
     ) -> None:
         if dtype not in DTYPES:
@@ -52,14 +54,19 @@ class SayAnythingPipeline:
         self.config = model.config
         self.name = name or f"sayanything-{self.config.name}"
         self.resolution_px = self.config.resolution_px
+        # a distilled student has its guidance folded in: one call per step, no guidance
         self.guidance = 1.0 if self.config.consistency else guidance
+        self.reference_guidance = 1.0 if self.config.consistency else reference_guidance
         self.seed = seed
         c = self.config
         self.sampler: EulerSampler | ConsistencySampler = (
             ConsistencySampler(c.sigma_min, c.sigma_max) if c.consistency else EulerSampler(c.sigma_min, c.sigma_max)
         )
-        if compile:
-            self.model.unet = torch.compile(self.model.unet)  # type: ignore[assignment]
+        if compile not in COMPILE_MODES:
+            raise ModelError(f"model compile mode {compile!r} is unknown: use one of {', '.join(COMPILE_MODES)}")
+        if compile != "none":
+            # "reduce-overhead" captures CUDA graphs (fixed shapes: keep the chunk length constant)
+            self.model.unet = torch.compile(self.model.unet, mode=compile)  # type: ignore[assignment]
 
     # -- tensors --------------------------------------------------------------------
     def _to_tensor(self, frames: np.ndarray) -> torch.Tensor:
@@ -79,7 +86,7 @@ class SayAnythingPipeline:
         x = self.sampler.init_noise(tuple(cond.masked_latents.shape), gen).to(self.device, self.dtype)
         for i, s in enumerate(self.sampler.timesteps):
             sigma = torch.full((x.shape[0],), float(s), device=self.device, dtype=torch.float32)
-            d = m.guided_denoise(x, sigma, cond, self.guidance)
+            d = m.guided_denoise(x, sigma, cond, self.guidance, self.reference_guidance)
             x = self.sampler.step(d, i, x, gen)
         out = m.vae.decode(x).clamp(-1, 1)
         return frames * (1 - masks) + out * masks

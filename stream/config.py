@@ -66,9 +66,11 @@ class ModelConfig:
     checkpoint: str = ""  # sayanything: a local checkpoint folder (config.json + model.safetensors)
     steps: int = 4
     guidance: float = 1.0  # audio guidance of a many-step teacher (a distilled student ignores it)
+    reference_guidance: float = 1.0  # reference (identity) guidance of a teacher
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    compile: bool = False  # torch.compile the UNet
+    # torch.compile the UNet; "reduce-overhead" also captures CUDA graphs
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
     seed: int = 0
 
 
@@ -129,6 +131,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "chunk.audio_after_ms": (0, 1000),
     "model.steps": (1, 100),
     "model.guidance": (0.0, 20.0),
+    "model.reference_guidance": (0.0, 20.0),
     "playout.delay_ms": (0, 10000),
     "playout.hold_max_frames": (0, 1000),
     "playout.degrade_late_frames": (1, 1000),
@@ -210,9 +213,7 @@ def from_dict(data: dict[str, Any]) -> Config:
         kwargs = {}
         for key, value in values.items():
             if key not in names:
-                raise ConfigError(
-                    f"unknown config key {name}.{key} = {value!r}: allowed keys are {', '.join(names)}"
-                )
+                raise ConfigError(f"unknown config key {name}.{key} = {value!r}: allowed keys are {', '.join(names)}")
             kwargs[key] = _check_value(f"{name}.{key}", hints[key], value)
         built[name] = cls(**kwargs)
     return Config(**built)

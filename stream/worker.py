@@ -115,8 +115,7 @@ class ModelWorker:
             out = np.asarray(out)
             if out.shape != chunk.frames.shape or out.dtype != np.uint8:
                 raise ValueError(
-                    f"model {self.model.name} returned {out.shape} {out.dtype}, expected "
-                    f"{chunk.frames.shape} uint8"
+                    f"model {self.model.name} returned {out.shape} {out.dtype}, expected {chunk.frames.shape} uint8"
                 )
             return JobResult(out, started, self.clock.now())
         except Exception:
