@@ -41,7 +41,12 @@ def load_config(folder: str) -> SayAnythingConfig:
             data = json.load(fh)
     except json.JSONDecodeError as e:
         raise ModelError(f"checkpoint config {path} is not valid JSON ({e}): re-save the checkpoint") from None
-    return SayAnythingConfig.from_dict(data)
+    if not isinstance(data, dict):
+        raise ModelError(f"checkpoint config {path} is not a JSON object: re-save the checkpoint")
+    try:
+        return SayAnythingConfig.from_dict(data)
+    except ModelError as e:
+        raise ModelError(f"checkpoint config {path}: {e}") from None
 
 
 def check_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: str) -> None:

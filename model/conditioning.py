@@ -55,8 +55,9 @@ class MelAudioEncoder(nn.Module):
 
     def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
         x = audio.reshape(-1, audio.shape[-1]).float()
-        spec = torch.stft(x, self.n_fft, self.hop, window=self.window, center=True, return_complex=True)
-        mel = self.fbank @ spec.abs().pow(2)
+        # the buffers follow model.to(dtype); the STFT and filterbank always run in float32
+        spec = torch.stft(x, self.n_fft, self.hop, window=self.window.float(), center=True, return_complex=True)
+        mel = self.fbank.float() @ spec.abs().pow(2)
         return torch.log(mel + 1e-6)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:

@@ -83,12 +83,14 @@ class SayAnythingPipeline:
         cond = m.conditions(frames, masks, audio, reference.id_features)
         self.sampler.set_timesteps(steps)
         gen = torch.Generator().manual_seed(self.seed)
-        x = self.sampler.init_noise(tuple(cond.masked_latents.shape), gen).to(self.device, self.dtype)
+        # the sampler state stays float32 (as diffusers' schedulers upcast): in bfloat16 an Euler
+        # step from sigma_max, x + (s_next - s) (x - d) / s with |x| ~ 80, cancels away the signal
+        x = self.sampler.init_noise(tuple(cond.masked_latents.shape), gen).to(self.device)
         for i, s in enumerate(self.sampler.timesteps):
             sigma = torch.full((x.shape[0],), float(s), device=self.device, dtype=torch.float32)
-            d = m.guided_denoise(x, sigma, cond, self.guidance, self.reference_guidance)
-            x = self.sampler.step(d, i, x, gen)
-        out = m.vae.decode(x).clamp(-1, 1)
+            d = m.guided_denoise(x.to(self.dtype), sigma, cond, self.guidance, self.reference_guidance)
+            x = self.sampler.step(d.float(), i, x, gen)
+        out = m.vae.decode(x.to(self.dtype)).clamp(-1, 1)
         return frames * (1 - masks) + out * masks
 
     # -- LipSyncModel protocol ---------------------------------------------------------

@@ -97,7 +97,7 @@ class SayAnythingConfig:
                 else:
                     kwargs[k] = tuple(v) if isinstance(v, list) else v
             return cls(**kwargs)
-        except TypeError as e:
+        except (TypeError, AttributeError) as e:  # AttributeError: a section that is not an object
             raise ModelError(
                 f"model config has an unknown or missing field ({e}): use a config.json saved by this version"
             ) from None

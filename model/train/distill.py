@@ -102,7 +102,7 @@ def distill(
             for p_t, p_s in zip(target.parameters(), student.parameters(), strict=True):
                 p_t.lerp_(p_s, 1.0 - config.ema_decay)
         if progress is not None:
-            progress(it, float(loss))
+            progress(it, loss.item())
     return target.eval()
 
 
