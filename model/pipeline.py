@@ -60,7 +60,9 @@ class SayAnythingPipeline:
         self.seed = seed
         c = self.config
         self.sampler: EulerSampler | ConsistencySampler = (
-            ConsistencySampler(c.sigma_min, c.sigma_max) if c.consistency else EulerSampler(c.sigma_min, c.sigma_max)
+            ConsistencySampler(c.sigma_min, c.sigma_max, base_steps=c.distill_base_steps)
+            if c.consistency
+            else EulerSampler(c.sigma_min, c.sigma_max)
         )
         if compile not in COMPILE_MODES:
             raise ModelError(f"model compile mode {compile!r} is unknown: use one of {', '.join(COMPILE_MODES)}")

@@ -162,7 +162,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     print(f"wrote student {args.out}: {cfg.iterations} iterations on {n} chunks in {time.perf_counter() - t0:.1f} s")
     print(
         f"held-out chunk, distance to the teacher's {cfg.base_steps}-step output (mean squared, latent): "
-        f"student {args.eval_steps}-step {errs['student']:.4f}, teacher {args.eval_steps}-step {errs['teacher']:.4f}"
+        f"student {args.eval_steps}-step {errs['student']:.4f}; teacher {args.eval_steps}-step "
+        f"{errs['teacher']:.4f} on its own schedule, {errs['teacher_same_sigmas']:.4f} on the student's sigmas"
     )
     return 0
 

@@ -750,7 +750,9 @@ def test_distillation_trains_only_the_student(
     teacher, student, _ = distilled
     assert not teacher.config.consistency and teacher.config.distill_guidance == 0.0
     assert student.config.consistency and student.config.distill_guidance == DISTILL.guidance
-    assert student.config == dataclasses.replace(teacher.config, consistency=True, distill_guidance=DISTILL.guidance)
+    assert student.config == dataclasses.replace(
+        teacher.config, consistency=True, distill_guidance=DISTILL.guidance, distill_base_steps=DISTILL.base_steps
+    )
     t, s = teacher.state_dict(), student.state_dict()
     assert all(torch.equal(t[k], s[k]) for k in t if k.startswith("vae."))  # the latent space is the teacher's
     assert any(not torch.equal(t[k], s[k]) for k in t if k.startswith("unet."))
@@ -827,7 +829,7 @@ def test_cli_distill_writes_a_loadable_student(
     student = load_checkpoint(student_dir)
     assert student.config.consistency and student.config.distill_guidance == 2.0
     assert student.config == dataclasses.replace(
-        load_checkpoint(teacher_dir).config, consistency=True, distill_guidance=2.0
+        load_checkpoint(teacher_dir).config, consistency=True, distill_guidance=2.0, distill_base_steps=6
     )
 
     # a student is not a teacher

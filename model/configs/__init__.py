@@ -74,6 +74,7 @@ class SayAnythingConfig:
     id_guider_channels: tuple[int, ...] = (64, 128, 256, 256)  # one per UNet down block
     consistency: bool = False  # True: a distilled few-step student (consistency parameterisation)
     distill_guidance: float = 0.0  # the audio guidance folded into a student
+    distill_base_steps: int = 40  # the teacher schedule a student was distilled on (its sampler picks from it)
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     sigma_data: float = 1.0

@@ -46,8 +46,10 @@ class Batch:
     reference: torch.Tensor  # (B, 3, H, W)
 
 
-def make_student(teacher: SayAnythingModel, guidance: float) -> SayAnythingModel:
-    config = dataclasses.replace(teacher.config, consistency=True, distill_guidance=guidance)
+def make_student(teacher: SayAnythingModel, guidance: float, base_steps: int = 40) -> SayAnythingModel:
+    config = dataclasses.replace(
+        teacher.config, consistency=True, distill_guidance=guidance, distill_base_steps=base_steps
+    )
     student = SayAnythingModel(config)
     student.load_state_dict(teacher.state_dict())
     student.vae.requires_grad_(False)  # the latent space is the teacher's
@@ -74,7 +76,7 @@ def distill(
 ) -> SayAnythingModel:
     """Train and return the student. ``batches(i)`` gives the training batch of iteration i."""
     teacher = teacher.eval().requires_grad_(False)
-    student = make_student(teacher, config.guidance).train()
+    student = make_student(teacher, config.guidance, config.base_steps).train()
     target = copy.deepcopy(student).eval().requires_grad_(False)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
@@ -133,8 +135,10 @@ def trajectory_errors(
     steps: int = 2,
     seed: int = 1234,
 ) -> dict[str, float]:
-    """Mean squared latent distance to the teacher's ``base_steps`` output from the same noise:
-    for the student at ``steps`` and for the teacher at ``steps``."""
+    """Mean squared latent distance to the teacher's ``base_steps`` output from the same noise,
+    for: the student at ``steps`` (``student``), the teacher at ``steps`` on its own Karras
+    schedule (``teacher``) and the teacher at ``steps`` on the student's sigmas
+    (``teacher_same_sigmas``, the fairer baseline: what the student would do untrained)."""
     from model.sampler import ConsistencySampler, EulerSampler
 
     f, m, a, r = (chunks[k] for k in ("frames", "masks", "audio", "reference"))
@@ -142,9 +146,8 @@ def trajectory_errors(
     def run(model: SayAnythingModel, sampler: EulerSampler | ConsistencySampler, n: int, w: float) -> torch.Tensor:
         cond = model.conditions(f, m, a, model.encode_reference(r))
         sampler.set_timesteps(n)
-        x = torch.randn(cond.masked_latents.shape, generator=torch.Generator().manual_seed(seed)) * float(
-            sampler.sigmas[0]
-        )
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(cond.masked_latents.shape, generator=gen) * float(sampler.sigmas[0])
         for i, s in enumerate(sampler.timesteps):
             d = model.guided_denoise(x, torch.full((x.shape[0],), float(s)), cond, w)
             x = sampler.step(d, i, x)
@@ -152,6 +155,12 @@ def trajectory_errors(
 
     c = teacher.config
     ref = run(teacher, EulerSampler(c.sigma_min, c.sigma_max), config.base_steps, config.guidance)
-    t_few = run(teacher, EulerSampler(c.sigma_min, c.sigma_max), steps, config.guidance)
-    s_few = run(student, ConsistencySampler(c.sigma_min, c.sigma_max, base_steps=config.base_steps), steps, 1.0)
-    return {"teacher": float((t_few - ref).pow(2).mean()), "student": float((s_few - ref).pow(2).mean())}
+    same = ConsistencySampler(c.sigma_min, c.sigma_max, base_steps=config.base_steps)
+    out = {
+        "teacher": run(teacher, EulerSampler(c.sigma_min, c.sigma_max), steps, config.guidance),
+        "teacher_same_sigmas": run(
+            make_student(teacher, config.guidance, config.base_steps), same, steps, config.guidance
+        ),
+        "student": run(student, same, steps, 1.0),
+    }
+    return {k: float((v - ref).pow(2).mean()) for k, v in out.items()}
