@@ -186,6 +186,78 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from model.configs import PRESETS
+    from model.train.dataset import build
+    from model.train.train import TrainConfig, train, vae_psnr
+
+    config = PRESETS[args.preset]
+    tty = sys.stderr.isatty()
+    t0 = time.perf_counter()
+    with tqdm(total=args.clips, unit="clip", desc="synthesise", file=sys.stderr, disable=not tty) as bar:
+        data = build(config, "train", range(args.clips), args.cache, progress=lambda _: bar.update(1))
+    t_data = time.perf_counter() - t0
+    tc = TrainConfig(vae_steps=args.vae_steps, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    bars = {
+        "vae": tqdm(total=tc.vae_steps, unit="step", desc="vae", file=sys.stderr, disable=not tty),
+        "denoiser": tqdm(total=tc.steps, unit="step", desc="denoiser", file=sys.stderr, disable=not tty),
+    }
+
+    def progress(phase: str, step: int, loss: float) -> None:
+        bars[phase].n = step
+        bars[phase].set_postfix(loss=f"{loss:.4f}", refresh=True)
+
+    model = train(config, data, tc, args.out, resume=args.resume, progress=progress)
+    for b in bars.values():
+        b.close()
+    print(
+        f"wrote {args.preset} teacher {args.out}: {len(data)} chunks from {args.clips} clips "
+        f"({t_data:.0f} s to synthesise), {tc.vae_steps} VAE + {tc.steps} denoiser steps in "
+        f"{time.perf_counter() - t0 - t_data:.0f} s; VAE PSNR {vae_psnr(model, data):.1f} dB"
+    )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from model.checkpoint import load_checkpoint
+    from model.pipeline import SayAnythingPipeline
+    from model.train.evaluate import evaluate
+    from model.train.speech import ESpeak
+    from model.train.synth import make_clip
+
+    cfg = _config(args)
+    net = load_checkpoint(args.checkpoint)
+    pipe = SayAnythingPipeline(net, guidance=args.guidance, seed=cfg.model.seed)
+    cfg = load(args.config, [*(args.set or []), f"model.steps={args.steps}"])
+    engine = ESpeak()
+    clips = [make_clip(10_000 + i, "test", engine) for i in range(args.clips)]
+    others = [make_clip(20_000 + i, "test", engine) for i in range(args.clips)]
+    res = evaluate(clips, others, cfg, pipe)
+    names = {
+        "model": pipe.name,
+        "passthrough": "pass-through",
+        "audio_energy": "audio energy",
+        "truth_readout": "truth",
+    }
+    print(f"{args.clips} held-out clips, {args.steps} steps")
+    print(f"{'':14} {'corr':>6} {'offset':>7} {'still sil':>10} {'still sp':>9} {'seam':>6} {'PSNR':>6} {'SSIM':>6}")
+    for k, v in res.items():
+        print(
+            f"{names[k]:14} {v['corr']:6.3f} {v['offset_frames']:7.2f} {v['still_silence']:10.2f} "
+            f"{v['still_speech']:9.2f} {v['seam_ratio']:6.2f} {v['psnr_db']:6.1f} {v['ssim']:6.3f}"
+        )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=2)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sayanything-live", description="Real-time audio-driven lip-sync.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -245,6 +317,28 @@ def build_parser() -> argparse.ArgumentParser:
     ini.add_argument("--out", required=True, metavar="DIR")
     ini.add_argument("--seed", type=int, default=0)
     ini.set_defaults(fn=cmd_init)
+
+    tr = sub.add_parser("train", help="train the tiny model on procedurally generated talking characters")
+    tr.add_argument("--preset", choices=["tiny"], default="tiny")
+    tr.add_argument("--out", required=True, metavar="DIR")
+    tr.add_argument("--clips", type=int, default=200, help="synthetic training clips")
+    tr.add_argument("--cache", metavar="DIR", help="keep the synthesised chunks here (reused when present)")
+    tr.add_argument("--vae-steps", type=int, default=2000)
+    tr.add_argument("--steps", type=int, default=4000)
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--lr", type=float, default=3e-4)
+    tr.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.set_defaults(fn=cmd_train)
+
+    ev = sub.add_parser("eval", help="lip-sync quality on held-out synthetic clips, with baselines")
+    common(ev)
+    ev.add_argument("--checkpoint", required=True, metavar="DIR")
+    ev.add_argument("--clips", type=int, default=8)
+    ev.add_argument("--steps", type=int, default=2)
+    ev.add_argument("--guidance", type=float, default=1.0, help="audio guidance (teacher checkpoints only)")
+    ev.add_argument("--json", metavar="PATH")
+    ev.set_defaults(fn=cmd_eval)
     return p
 
 

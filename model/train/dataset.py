@@ -1,0 +1,118 @@
+"""Training chunks from synthetic clips, cut exactly as the engine cuts live video: the real
+face detector and tracker, the engine's crop and mouth mask, per-frame audio windows from the
+continuous 16 kHz stream. Cached as one .npz per (split, seed range, config)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.configs import SayAnythingConfig
+from model.train.speech import ESpeak
+from model.train.synth import FPS, SAMPLE_RATE_HZ, Split, make_clip
+from stream.audio import AudioRing
+from stream.chunker import audio_windows
+from stream.config import FaceConfig
+from stream.face import FaceCropper, FaceTracker, MediaPipeFaceDetector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChunkSet:
+    frames: np.ndarray  # (N, L, R, R, 3) uint8 face crops
+    masks: np.ndarray  # (N, L, R, R) uint8 {0, 1} editing region
+    audio: np.ndarray  # (N, L, n) float16 audio windows
+    reference: np.ndarray  # (N, R, R, 3) uint8: a crop of the same character from another moment
+    mouth: np.ndarray  # (N, L, 4) float32 truth: open, width, round, lip_bite
+    speech: np.ndarray  # (N, L) bool
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    def save(self, path: str) -> None:
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, **self.__dict__)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str) -> ChunkSet:
+        with np.load(path) as z:
+            return cls(**{k: z[k] for k in ("frames", "masks", "audio", "reference", "mouth", "speech")})
+
+
+def clip_to_chunks(
+    clip, config: SayAnythingConfig, detector: MediaPipeFaceDetector, face: FaceConfig
+) -> ChunkSet | None:  # noqa: ANN001
+    L, R = config.chunk_frames, config.resolution_px
+    tracker = FaceTracker(face, detector)
+    cropper = FaceCropper(face, R)
+    crops, masks, ok = [], [], []
+    for img in clip.frames:
+        st = tracker.update(img)
+        ok.append(st is not None)
+        if st is None:
+            crops.append(np.zeros((R, R, 3), np.uint8))
+            masks.append(np.zeros((R, R), np.uint8))
+        else:
+            crops.append(cropper.crop(img, st))
+            masks.append((cropper.mouth_mask(st) > 0.02).astype(np.uint8))
+    ring = AudioRing(int(clip.duration_s * 1000) + 2000)
+    ring.write(0, clip.audio)
+    times = np.arange(len(crops)) / FPS
+    a = config.audio
+    win = audio_windows(ring, times, a.window_before_ms, a.window_after_ms).astype(np.float16)
+    good = [i for i in range(0, len(crops) - L + 1, L) if all(ok[i : i + L])]
+    if not good or not any(ok):
+        return None
+    faces = [i for i, f in enumerate(ok) if f]
+    idx = np.array([np.arange(i, i + L) for i in good])
+    crops_a, masks_a = np.stack(crops), np.stack(masks)
+    ref_idx = [faces[(faces.index(i) + len(faces) // 2) % len(faces)] for i in good]  # another moment of the clip
+    return ChunkSet(crops_a[idx], masks_a[idx], win[idx], crops_a[ref_idx], clip.mouth[idx], clip.speech[idx])
+
+
+def build(
+    config: SayAnythingConfig,
+    split: Split,
+    seeds: range,
+    cache_dir: str | None = None,
+    size: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> ChunkSet:
+    """Chunks from clips ``seeds`` of ``split`` (cached under ``cache_dir`` when given)."""
+    path = None
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
+        path = os.path.join(
+            cache_dir, f"{split}_{seeds.start}_{seeds.stop}_{config.resolution_px}_{config.chunk_frames}.npz"
+        )
+        if os.path.isfile(path):
+            return ChunkSet.load(path)
+    engine = ESpeak()
+    detector = MediaPipeFaceDetector()
+    face = FaceConfig()
+    parts: list[ChunkSet] = []
+    skipped = 0
+    for s in seeds:
+        cs = clip_to_chunks(make_clip(s, split, engine, size), config, detector, face)
+        if cs is None:
+            skipped += 1
+        else:
+            parts.append(cs)
+        if progress is not None:
+            progress(s)
+    if skipped:
+        log.warning("%d of %d %s clips had no trackable face and were skipped", skipped, len(seeds), split)
+    out = ChunkSet(*(np.concatenate([getattr(p, k) for p in parts]) for k in ChunkSet.__dataclass_fields__))
+    if path:
+        out.save(path)
+    return out
+
+
+def audio_window_samples(config: SayAnythingConfig) -> int:
+    return round((config.audio.window_before_ms + config.audio.window_after_ms) * SAMPLE_RATE_HZ / 1000)

@@ -1,0 +1,147 @@
+"""Synthetic talking characters: speech timing, visemes, determinism, splits, truth alignment,
+the evaluation read-out, dataset chunks and a training smoke run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from model.configs import TINY
+from model.train.evaluate import best_lag, energy_openness, read_openness, ssim
+from model.train.speech import ESpeak, Phoneme
+from model.train.synth import (
+    FPS,
+    REST,
+    SAMPLE_RATE_HZ,
+    STYLE_SEED_OFFSET,
+    VISEMES,
+    VOICES,
+    make_clip,
+    mouth_track,
+    viseme_of,
+)
+
+
+@pytest.fixture(scope="module")
+def engine() -> ESpeak:
+    return ESpeak()
+
+
+@pytest.fixture(scope="module")
+def clip(engine: ESpeak):
+    return make_clip(3, "train", engine, augment=False)
+
+
+def test_espeak_reports_phonemes_in_time_order(engine: ESpeak) -> None:
+    u = engine.synthesize("Hello there, my friend.", "en-us", 160, 50)
+    assert u.sample_rate_hz == 22050 and u.duration_s > 0.8
+    starts = [p.start_s for p in u.phonemes]
+    assert starts == sorted(starts) and 0 <= starts[0] and starts[-1] <= u.duration_s + 0.05
+    names = [p.name.strip("'") for p in u.phonemes]
+    assert "h" in names and any(n.startswith("_") for n in names)
+
+
+def test_unknown_voice_is_a_clear_error(engine: ESpeak) -> None:
+    from stream.errors import ModelError
+
+    with pytest.raises(ModelError, match="voice 'xx-nope' is unknown"):
+        engine.synthesize("Hi.", "xx-nope")
+
+
+def test_visemes() -> None:
+    for p in ("p", "b", "m"):
+        assert viseme_of(p)[0] == 0.0
+    assert viseme_of("'a") == VISEMES["AA"] and viseme_of("aI") == VISEMES["AA"]
+    assert viseme_of("f")[3] == 1.0  # lip bite
+    assert viseme_of("u:")[2] == 1.0  # rounded
+    assert viseme_of("_:") == REST and viseme_of("_") == REST
+
+
+def test_mouth_track_follows_phonemes_with_smoothing() -> None:
+    ph = [Phoneme("_", 0.0), Phoneme("a", 0.4), Phoneme("m", 0.8), Phoneme("_", 1.0)]
+    tr = mouth_track(ph, 1.6)
+    assert tr.shape == (40, 4)
+    t = (np.arange(40) + 0.5) / FPS
+    assert np.all(tr[t < 0.3, 0] < 0.01) and np.all(tr[t > 1.2, 0] < 0.01)  # rest in silence
+    assert tr[(t > 0.5) & (t < 0.7), 0].min() > 0.85  # the open vowel
+    assert np.abs(np.diff(tr[:, 0])).max() < 0.6  # co-articulation: no one-frame jump to full open
+
+
+def test_clip_is_deterministic_by_seed(engine: ESpeak) -> None:
+    a = make_clip(5, "val", engine, size=128)
+    b = make_clip(5, "val", engine, size=128)
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio)
+    assert np.array_equal(a.mouth, b.mouth) and a.text == b.text and a.voice == b.voice
+    c = make_clip(6, "val", engine, size=128)
+    assert c.style != a.style
+
+
+def test_splits_have_disjoint_voices_and_styles(engine: ESpeak) -> None:
+    assert not set(VOICES["train"]) & set(VOICES["val"]) and not set(VOICES["train"]) & set(VOICES["test"])
+    assert len(set(STYLE_SEED_OFFSET.values())) == 3
+    train, test = make_clip(0, "train", engine, size=64), make_clip(0, "test", engine, size=64)
+    assert train.style != test.style and train.voice in VOICES["train"] and test.voice in VOICES["test"]
+
+
+def test_truth_is_aligned_with_the_audio(clip) -> None:
+    hop = SAMPLE_RATE_HZ // FPS
+    n = len(clip.mouth)
+    rms = np.array([np.sqrt(np.mean(clip.audio[i * hop : (i + 1) * hop] ** 2)) for i in range(n)])
+    assert rms[clip.speech].mean() > 10 * rms[~clip.speech].mean() + 1e-6
+    assert clip.mouth[clip.speech, 0].mean() > 0.2 and clip.mouth[~clip.speech, 0].max() < 0.3
+    assert clip.frames.shape == (n, 256, 256, 3) and clip.keypoints.shape == (n, 6, 2)
+
+
+def test_rendered_openness_reads_back_as_the_truth(clip) -> None:
+    got = read_openness(clip.frames, clip)
+    assert np.corrcoef(got, clip.mouth[:, 0])[0, 1] > 0.95
+    assert np.abs(got - clip.mouth[:, 0]).mean() < 0.06
+
+
+def test_eval_helpers() -> None:
+    x = np.sin(np.linspace(0, 12, 120))
+    assert best_lag(np.roll(x, 2), x) == 2 and best_lag(x, x) == 0
+    img = np.random.default_rng(0).integers(0, 255, (20, 20)).astype(np.float64)
+    assert ssim(img, img) == pytest.approx(1.0) and ssim(img, 255 - img) < 0.5
+    e = energy_openness(np.concatenate([np.zeros(16000), 0.5 * np.ones(16000)]).astype(np.float32), 50)
+    assert e.min() >= 0 and e.max() <= 1 and e[:20].mean() < e[30:].mean()
+
+
+def test_dataset_chunks_are_cut_like_the_engine(clip) -> None:
+    from model.train.dataset import clip_to_chunks
+    from stream.config import FaceConfig
+    from stream.face import MediaPipeFaceDetector
+
+    cs = clip_to_chunks(clip, TINY, MediaPipeFaceDetector(), FaceConfig())
+    assert cs is not None
+    n = len(cs)
+    assert n == len(clip.mouth) // TINY.chunk_frames
+    assert cs.frames.shape == (n, 8, 64, 64, 3) and cs.masks.shape == (n, 8, 64, 64)
+    assert cs.audio.shape == (n, 8, 4480) and cs.reference.shape == (n, 64, 64, 3)
+    assert cs.masks.sum(axis=(2, 3)).min() > 20  # a mouth region in every frame
+    assert np.array_equal(cs.mouth.reshape(-1, 4), clip.mouth[: n * 8])
+
+
+def test_train_smoke_and_resume(tmp_path, clip) -> None:
+    from model.checkpoint import load_checkpoint
+    from model.train.dataset import clip_to_chunks
+    from model.train.train import TrainConfig, train
+    from stream.config import FaceConfig
+    from stream.face import MediaPipeFaceDetector
+
+    data = clip_to_chunks(clip, TINY, MediaPipeFaceDetector(), FaceConfig())
+    assert data is not None
+    out = str(tmp_path / "teacher")
+    train(TINY, data, TrainConfig(vae_steps=2, steps=2, batch_size=2, vae_batch_size=4, save_every=1), out)
+    with open(os.path.join(out, "train_state.json")) as fh:
+        assert json.load(fh) == {"vae_step": 2, "step": 2}
+    before = load_checkpoint(out).state_dict()
+    train(TINY, data, TrainConfig(vae_steps=2, steps=3, batch_size=2, vae_batch_size=4, save_every=1), out, resume=True)
+    with open(os.path.join(out, "train_state.json")) as fh:
+        assert json.load(fh) == {"vae_step": 2, "step": 3}
+    after = load_checkpoint(out).state_dict()
+    assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before if k.startswith("vae."))  # VAE done
+    assert any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in before if k.startswith("unet."))
