@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from stream.config import Config
 from stream.errors import ConfigError
 from stream.worker import LipSyncModel
 
+SHIPPED_WEIGHTS = {"tiny": os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "tiny")}
+
 
 def load_model(config: Config) -> LipSyncModel:
-    """Build (and warm up) the model named by ``config.model.name``."""
+    """Build (and warm up) the model named by ``config.model.name``: ``identity``, ``tiny``
+    (the weights shipped in model/weights/tiny) or ``sayanything`` (``model.checkpoint``)."""
     mc = config.model
     if mc.name == "identity":
         from model.identity import IdentityModel
 
         return IdentityModel()
+    if mc.name in SHIPPED_WEIGHTS:
+        path = SHIPPED_WEIGHTS[mc.name]
+        if not os.path.isfile(os.path.join(path, "model.safetensors")):
+            raise ConfigError(
+                f"config key model.name = {mc.name!r}: the shipped weights are missing from this install ({path}): "
+                "reinstall sayanything-live"
+            )
+        config = dataclasses.replace(config, model=dataclasses.replace(mc, name="sayanything", checkpoint=path))
+        model = load_model(config)
+        model.name = f"sayanything-{mc.name} (shipped)"  # type: ignore[misc]
+        return model
     if mc.name == "sayanything":
         if not mc.checkpoint or not os.path.isdir(mc.checkpoint):
             raise ConfigError(
@@ -47,4 +62,4 @@ def load_model(config: Config) -> LipSyncModel:
         )
         pipe.warmup(mc.steps)
         return pipe
-    raise ConfigError(f"config key model.name = {mc.name!r} is unknown: allowed 'identity', 'sayanything'")
+    raise ConfigError(f"config key model.name = {mc.name!r} is unknown: allowed 'identity', 'tiny', 'sayanything'")

@@ -22,9 +22,14 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def save_checkpoint(model: SayAnythingModel, folder: str) -> None:
+def save_checkpoint(model: SayAnythingModel, folder: str, dtype: torch.dtype | None = None) -> None:
+    """Write ``config.json`` + ``model.safetensors``; ``dtype`` (e.g. float16) shrinks the file
+    (loading casts back to the model's dtype)."""
     os.makedirs(folder, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+    }
     tmp = os.path.join(folder, WEIGHTS_NAME + ".tmp")
     save_file(state, tmp, metadata={"format": "pt", "config": model.config.to_json()})
     os.replace(tmp, os.path.join(folder, WEIGHTS_NAME))

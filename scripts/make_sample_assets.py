@@ -3,10 +3,12 @@
 - sample_face.mp4: 640x480, 25 fps, 9 s. Built from scikit-image's ``astronaut`` picture
   (NASA portrait of Eileen Collins, public domain) with slow synthetic head motion
   (translation, scale, roll). Needs scikit-image, which the runtime does not.
+- character.mp4: 320x320, 25 fps, 6 s: a procedurally rendered character (model/train/render.py)
+  with a closed mouth, head motion and blinks: the demo's default video.
 - sample_speech.wav: 16 kHz mono speech from espeak-ng: 0.5 s silence, a sentence,
   1.5 s silence, a second sentence, 0.5 s silence.
 
-    python scripts/make_sample_assets.py
+    python scripts/make_sample_assets.py [speech] [face] [character]
 """
 
 from __future__ import annotations
@@ -75,7 +77,40 @@ def make_speech(path: str, rate: int = 16000) -> None:
         w.writeframes(pcm.tobytes())
 
 
+def make_character(path: str, seconds: float = 6.0, fps: int = 25, size: int = 320) -> None:
+    """The demo character: a procedurally rendered person (model/train/render.py) with a closed
+    mouth, slow head motion and blinks; the lip-sync model gives it speech."""
+    from model.train.render import HeadPose, MouthShape, random_style, render_frame
+
+    style = random_style(np.random.default_rng(4242))
+    out = av.open(path, "w")
+    st = out.add_stream("libx264", rate=fps)
+    st.width, st.height, st.pix_fmt = size, size, "yuv420p"
+    st.options = {"crf": "24", "preset": "slow"}
+    for i in range(round(seconds * fps)):
+        t = i / fps
+        pose = HeadPose(
+            6 * math.sin(t * 1.3), 4 * math.sin(t * 0.9 + 1), 1 + 0.03 * math.sin(t * 0.7), 3 * math.sin(t * 0.5)
+        )
+        blink = max(0.0, 1 - min(abs(t - 1.7), abs(t - 4.4)) / 0.08)
+        img, _ = render_frame(style, pose, MouthShape(0.0, 0.5, 0.0), blink, size)
+        vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+        vf.pts, vf.time_base = i, Fraction(1, fps)
+        for p in st.encode(vf):
+            out.mux(p)
+    for p in st.encode(None):
+        out.mux(p)
+    out.close()
+
+
 if __name__ == "__main__":
+    import sys
+
     os.makedirs(HERE, exist_ok=True)
-    make_speech(os.path.join(HERE, "sample_speech.wav"))
-    make_clip(os.path.join(HERE, "sample_face.mp4"))
+    which = sys.argv[1:] or ["speech", "face", "character"]
+    if "speech" in which:
+        make_speech(os.path.join(HERE, "sample_speech.wav"))
+    if "face" in which:
+        make_clip(os.path.join(HERE, "sample_face.mp4"))
+    if "character" in which:
+        make_character(os.path.join(HERE, "character.mp4"))

@@ -15,6 +15,9 @@ from stream.errors import SayAnythingError
 log = logging.getLogger("sayanything-live")
 
 
+DEMO_VIDEO = "character.mp4"  # a rendered character: what the shipped tiny model was trained on
+
+
 def asset(name: str) -> str:
     return str(resources.files("stream") / "assets" / name)
 
@@ -74,15 +77,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     model = _model(cfg)
-    video, audio = asset("sample_face.mp4"), asset("sample_speech.wav")
-    print(f"demo: bundled portrait clip + bundled speech -> {args.output}, model '{model.name}'")
+    if args.image and args.video:
+        raise SayAnythingError("demo takes --image or --video, not both: pick one")
+    video = args.image or args.video or asset(DEMO_VIDEO if model.name != "identity" else "sample_face.mp4")
+    audio = args.audio or asset("sample_speech.wav")
+    what = "your picture" if args.image else ("your clip" if args.video else "the bundled clip")
+    speech = "your audio" if args.audio else "bundled speech"
+    print(f"demo: {what} + {speech} -> {args.output}, model '{model.name}'")
     if model.name == "identity":
         print(
             "note: no trained lip-sync model is installed yet, so the 'identity' model runs: the engine "
             "tracks the face, runs VAD, chunks and composites, but speech frames keep the filmed mouth; "
             "in silence the mouth is held still at rest."
         )
-    res = run_file(video, audio, args.output, cfg, model, realtime=args.realtime)
+    res = run_file(
+        video, audio, args.output, cfg, model, realtime=args.realtime, video_mode="hold" if args.image else "loop"
+    )
     print(_summary(res))
     return 0
 
@@ -125,21 +135,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     import time
 
+    import numpy as np
     import torch
     from tqdm import tqdm
 
     from model.checkpoint import load_checkpoint, save_checkpoint
     from model.train.data import clip_chunks
-    from model.train.distill import DistillConfig, clip_batches, distill, trajectory_errors
+    from model.train.distill import DistillConfig, chunkset_batches, clip_batches, distill, trajectory_errors
 
     torch.manual_seed(args.seed)
     teacher = load_checkpoint(args.teacher)
     if teacher.config.consistency:
         raise SayAnythingError(f"checkpoint {args.teacher} is already a distilled student: pass a teacher checkpoint")
-    chunks = clip_chunks(args.video, args.audio, teacher.config)
-    n = chunks["frames"].shape[0]
-    held_out = {k: v[-1:] for k, v in chunks.items()}
-    train = {k: v[:-1] for k, v in chunks.items()} if n > 1 else chunks
+    if args.synthetic:
+        from model.train.dataset import build
+        from model.train.train import to_tensors
+
+        data = build(teacher.config, "train", range(args.synthetic), args.cache)
+        n = len(data)
+        held_out = to_tensors(build(teacher.config, "val", range(1), args.cache), np.arange(1))
+        batches = chunkset_batches(teacher, data, args.batch_size, args.seed)
+    else:
+        if not (args.video and args.audio):
+            raise SayAnythingError("distill needs --video and --audio, or --synthetic N: give one")
+        chunks = clip_chunks(args.video, args.audio, teacher.config)
+        n = chunks["frames"].shape[0]
+        held_out = {k: v[-1:] for k, v in chunks.items()}
+        train = {k: v[:-1] for k, v in chunks.items()} if n > 1 else chunks
+        batches = clip_batches(teacher, train, args.batch_size, args.seed)
     cfg = DistillConfig(
         iterations=args.iterations,
         lr=args.lr,
@@ -155,7 +178,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
 
-    student = distill(teacher, clip_batches(teacher, train, args.batch_size, args.seed), cfg, progress=progress)
+    student = distill(teacher, batches, cfg, progress=progress)
     bar.close()
     save_checkpoint(student, args.out)
     errs = trajectory_errors(teacher, student, held_out, cfg, steps=args.eval_steps)
@@ -273,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(d)
     d.add_argument("-o", "--output", default="demo.mp4")
     d.add_argument("--realtime", action="store_true", help="pace at the media rate with live deadlines")
+    d.add_argument("--image", metavar="PHOTO", help="animate a still portrait (cartoon or photo)")
+    d.add_argument("--video", metavar="CLIP", help="use your own clip instead of the bundled one")
+    d.add_argument("--audio", metavar="WAV", help="drive it with your own audio")
     d.set_defaults(fn=cmd_demo)
 
     f = sub.add_parser("file", help="offline dubbing: VIDEO + AUDIO -> OUT")
@@ -299,8 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("distill", help="latent consistency distillation: a few-step student from a teacher")
     ds.add_argument("--teacher", required=True, metavar="DIR", help="teacher checkpoint folder")
     ds.add_argument("--out", required=True, metavar="DIR", help="where to write the student checkpoint")
-    ds.add_argument("--video", required=True, help="training clip (a visible face)")
-    ds.add_argument("--audio", required=True, help="its driving audio")
+    ds.add_argument("--video", help="training clip (a visible face)")
+    ds.add_argument("--audio", help="its driving audio")
+    ds.add_argument("--synthetic", type=int, metavar="N", help="instead: N synthetic training clips (see train)")
+    ds.add_argument("--cache", metavar="DIR", help="synthetic chunk cache (shared with train)")
     ds.add_argument("--iterations", type=int, default=2000)
     ds.add_argument("--lr", type=float, default=1e-4)
     ds.add_argument("--batch-size", type=int, default=4)

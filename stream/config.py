@@ -62,7 +62,7 @@ class ChunkConfig:
 class ModelConfig:
     """Which lip-sync model runs, and how."""
 
-    name: Literal["identity", "sayanything"] = "identity"
+    name: Literal["identity", "tiny", "sayanything"] = "identity"
     checkpoint: str = ""  # sayanything: a local checkpoint folder (config.json + model.safetensors)
     steps: int = 4
     guidance: float = 1.0  # audio guidance of a many-step teacher (a distilled student ignores it)

@@ -16,10 +16,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from model.network import Conditions, SayAnythingModel
 from model.sampler import karras_sigmas
+from model.train.dataset import ChunkSet
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +166,22 @@ def trajectory_errors(
         "student": run(student, same, steps, 1.0),
     }
     return {k: float((v - ref).pow(2).mean()) for k, v in out.items()}
+
+
+def chunkset_batches(
+    teacher: SayAnythingModel, data: ChunkSet, batch_size: int, seed: int = 0
+) -> Callable[[int], Batch]:
+    """Batches drawn from synthetic chunks (uint8 storage, converted per batch)."""
+    from model.train.train import to_tensors
+
+    rng = np.random.default_rng(seed)
+
+    def get(_: int) -> Batch:
+        t = to_tensors(data, rng.integers(0, len(data), batch_size))
+        f, m, a, r = t["frames"], t["masks"], t["audio"], t["reference"]
+        with torch.no_grad():
+            latents = teacher.vae.encode(f)
+            cond = teacher.conditions(f, m, a, teacher.encode_reference(r))
+        return Batch(latents, cond, f, m, a, r)
+
+    return get
