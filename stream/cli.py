@@ -237,11 +237,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = train(config, data, tc, args.out, resume=args.resume, progress=progress)
     for b in bars.values():
         b.close()
+    t_train = time.perf_counter() - t0 - t_data
     print(
         f"wrote {args.preset} teacher {args.out}: {len(data)} chunks from {args.clips} clips "
         f"({t_data:.0f} s to synthesise), {tc.vae_steps} VAE + {tc.steps} denoiser steps in "
-        f"{time.perf_counter() - t0 - t_data:.0f} s; VAE PSNR {vae_psnr(model, data):.1f} dB"
+        f"{t_train:.0f} s; VAE PSNR {vae_psnr(model, data):.1f} dB"
     )
+    if args.distill_iterations:
+        import torch
+
+        from model.checkpoint import save_checkpoint
+        from model.train.distill import DistillConfig, chunkset_batches, distill
+
+        dc = DistillConfig(iterations=args.distill_iterations, lr=args.distill_lr, seed=args.seed)
+        t1 = time.perf_counter()
+        with tqdm(total=dc.iterations, unit="it", desc="distill", file=sys.stderr, disable=not tty) as bar:
+            student = distill(
+                model, chunkset_batches(model, data, 4, args.seed), dc, progress=lambda i, loss: bar.update(1)
+            )
+        out = os.path.join(args.out, "student")
+        save_checkpoint(student, out)
+        print(f"wrote student {out}: {dc.iterations} distillation iterations in {time.perf_counter() - t1:.0f} s")
+        if args.ship:
+            save_checkpoint(student, args.ship, dtype=torch.float16)
+            print(f"wrote shipped weights {args.ship} (float16)")
     return 0
 
 
@@ -278,6 +297,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)
+    if args.write:
+        import datetime
+
+        from stream.bench import machine
+
+        cmd = "sayanything-live eval " + " ".join(a for a in sys.argv[2:] if a != "--write")
+        with open(args.write, "a") as fh:
+            for k, v in res.items():
+                fh.write(
+                    f"| {datetime.date.today()} | {machine()} | {names[k]} | {args.clips} | {args.steps} | "
+                    f"{v['corr']:.3f} | {v['offset_frames']:.2f} | {v['still_silence']:.2f} | "
+                    f"{v['still_speech']:.2f} | "
+                    f"{v['seam_ratio']:.2f} | {v['psnr_db']:.1f} | {v['ssim']:.3f} | `{cmd}` |\n"
+                )
     return 0
 
 
@@ -356,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=8)
     tr.add_argument("--lr", type=float, default=3e-4)
     tr.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    tr.add_argument("--distill-iterations", type=int, default=0, help="then distil a student into OUT/student")
+    tr.add_argument("--distill-lr", type=float, default=1e-4)
+    tr.add_argument("--ship", metavar="DIR", help="also write the student as float16 weights here")
     tr.add_argument("--seed", type=int, default=0)
     tr.set_defaults(fn=cmd_train)
 
@@ -366,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int, default=2)
     ev.add_argument("--guidance", type=float, default=1.0, help="audio guidance (teacher checkpoints only)")
     ev.add_argument("--json", metavar="PATH")
+    ev.add_argument("--write", metavar="BENCHMARKS_MD", help="append the rows to this markdown table")
     ev.set_defaults(fn=cmd_eval)
     return p
 
