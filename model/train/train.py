@@ -43,6 +43,7 @@ class TrainConfig:
     drop_reference: float = 0.1
     save_every: int = 500
     seed: int = 0
+    device: str = "cpu"
 
 
 def to_tensors(data: ChunkSet, idx: np.ndarray) -> dict[str, torch.Tensor]:
@@ -62,7 +63,7 @@ def _state(out: str) -> dict:
 
 
 def _save(model: SayAnythingModel, out: str, state: dict) -> None:
-    save_checkpoint(model, out)
+    save_checkpoint(model, out)  # (save_checkpoint copies tensors to the CPU)
     with open(os.path.join(out, STATE), "w") as fh:
         json.dump(state, fh)
 
@@ -82,7 +83,8 @@ def train(
         if resume and os.path.isfile(os.path.join(out, "model.safetensors"))
         else SayAnythingModel(config)
     )
-    model.train()
+    dev = torch.device(tc.device)
+    model.to(dev).train()
     rng = np.random.default_rng(tc.seed + state["vae_step"] + state["step"])
     n = len(data)
 
@@ -92,8 +94,8 @@ def train(
     while state["vae_step"] < tc.vae_steps:
         i = rng.integers(0, n, tc.vae_batch_size)
         j = rng.integers(0, data.frames.shape[1], tc.vae_batch_size)
-        x = torch.from_numpy(data.frames[i, j]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        w = 1.0 + 3.0 * torch.from_numpy(data.masks[i, j]).float()[:, None]
+        x = (torch.from_numpy(data.frames[i, j]).permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(dev)
+        w = 1.0 + 3.0 * torch.from_numpy(data.masks[i, j]).float()[:, None].to(dev)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         loss = (w * (rec - x).abs()).mean() + 1e-6 * post.kl().mean()
@@ -111,16 +113,16 @@ def train(
     params = [p for name, p in model.named_parameters() if not name.startswith("vae.")]
     opt = torch.optim.AdamW(params, lr=tc.lr)
     while state["step"] < tc.steps:
-        b = to_tensors(data, rng.integers(0, n, tc.batch_size))
+        b = {k: v.to(dev) for k, v in to_tensors(data, rng.integers(0, n, tc.batch_size)).items()}
         with torch.no_grad():
             x0 = model.vae.encode(b["frames"])
         cond = model.conditions(b["frames"], b["masks"], b["audio"], model.encode_reference(b["reference"]))
         bs = x0.shape[0]
-        keep_a = (torch.rand(bs) >= tc.drop_audio).float().reshape(bs, 1, 1, 1)
-        keep_r = (torch.rand(bs) >= tc.drop_reference).float().reshape(bs, 1, 1, 1)
+        keep_a = (torch.rand(bs, device=dev) >= tc.drop_audio).float().reshape(bs, 1, 1, 1)
+        keep_r = (torch.rand(bs, device=dev) >= tc.drop_reference).float().reshape(bs, 1, 1, 1)
         cond.audio_tokens = cond.audio_tokens * keep_a
         cond.id_features = [f * keep_r for f in cond.id_features]
-        sigma = torch.exp(torch.randn(bs) * tc.p_std + tc.p_mean)
+        sigma = torch.exp(torch.randn(bs, device=dev) * tc.p_std + tc.p_mean)
         noisy = x0 + sigma.reshape(bs, 1, 1, 1, 1) * torch.randn_like(x0)
         d = model.denoise(noisy, sigma, cond)
         lam = ((sigma**2 + 1) / sigma**2).reshape(bs, 1, 1, 1, 1)
@@ -136,7 +138,7 @@ def train(
         if state["step"] % tc.save_every == 0:
             _save(model, out, state)
     _save(model, out, state)
-    return model.eval()
+    return model.cpu().eval()
 
 
 def vae_psnr(model: SayAnythingModel, data: ChunkSet, n: int = 64) -> float:
