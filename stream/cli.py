@@ -224,7 +224,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     with tqdm(total=args.clips, unit="clip", desc="synthesise", file=sys.stderr, disable=not tty) as bar:
         data = build(config, "train", range(args.clips), args.cache, progress=lambda _: bar.update(1))
     t_data = time.perf_counter() - t0
-    tc = TrainConfig(vae_steps=args.vae_steps, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    tc = TrainConfig(
+        vae_steps=args.vae_steps,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+    )
     bars = {
         "vae": tqdm(total=tc.vae_steps, unit="step", desc="vae", file=sys.stderr, disable=not tty),
         "denoiser": tqdm(total=tc.steps, unit="step", desc="denoiser", file=sys.stderr, disable=not tty),
@@ -393,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--distill-lr", type=float, default=1e-4)
     tr.add_argument("--ship", metavar="DIR", help="also write the student as float16 weights here")
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="cpu", help="cpu, cuda, ... (training only)")
     tr.set_defaults(fn=cmd_train)
 
     ev = sub.add_parser("eval", help="lip-sync quality on held-out synthetic clips, with baselines")
