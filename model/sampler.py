@@ -22,14 +22,15 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
     return (hi + ramp * (lo - hi)) ** rho
 
 
-class EulerSampler:
-    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> None:
-        self.sigma_min, self.sigma_max, self.rho = sigma_min, sigma_max, rho
-        self.sigmas = torch.zeros(0, dtype=torch.float64)
+class _KarrasSampler:
+    """Shared state: ``sigmas`` (descending, ending in 0) and the starting noise."""
 
-    def set_timesteps(self, num_inference_steps: int) -> None:
-        s = karras_sigmas(num_inference_steps, self.sigma_min, self.sigma_max, self.rho)
-        self.sigmas = torch.cat([s, torch.zeros(1, dtype=torch.float64)])
+    sigma_min: float
+    sigma_max: float
+    rho: float
+
+    def __init__(self) -> None:
+        self.sigmas = torch.zeros(0, dtype=torch.float64)
 
     @property
     def timesteps(self) -> torch.Tensor:
@@ -37,6 +38,16 @@ class EulerSampler:
 
     def init_noise(self, shape: tuple[int, ...], generator: torch.Generator | None, **kw: object) -> torch.Tensor:
         return torch.randn(shape, generator=generator, dtype=torch.float32) * self.sigmas[0].item()
+
+
+class EulerSampler(_KarrasSampler):
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> None:
+        super().__init__()
+        self.sigma_min, self.sigma_max, self.rho = sigma_min, sigma_max, rho
+
+    def set_timesteps(self, num_inference_steps: int) -> None:
+        s = karras_sigmas(num_inference_steps, self.sigma_min, self.sigma_max, self.rho)
+        self.sigmas = torch.cat([s, torch.zeros(1, dtype=torch.float64)])
 
     def step(
         self, denoised: torch.Tensor, index: int, sample: torch.Tensor, generator: torch.Generator | None = None
@@ -46,7 +57,7 @@ class EulerSampler:
         return sample + (s_next - s) * d
 
 
-class ConsistencySampler:
+class ConsistencySampler(_KarrasSampler):
     def __init__(
         self,
         sigma_min: float = 0.002,
@@ -55,10 +66,10 @@ class ConsistencySampler:
         base_steps: int = 40,
         stochastic: bool = False,
     ) -> None:
+        super().__init__()
         self.sigma_min, self.sigma_max, self.rho = sigma_min, sigma_max, rho
         self.base_steps = base_steps
         self.stochastic = stochastic
-        self.sigmas = torch.zeros(0, dtype=torch.float64)
 
     def set_timesteps(self, num_inference_steps: int) -> None:
         """Pick ``num_inference_steps`` sigmas evenly from the ``base_steps`` schedule the
@@ -66,13 +77,6 @@ class ConsistencySampler:
         base = karras_sigmas(self.base_steps, self.sigma_min, self.sigma_max, self.rho)
         idx = torch.linspace(0, self.base_steps - 1, num_inference_steps + 1)[:-1].round().long()
         self.sigmas = torch.cat([base[idx], torch.zeros(1, dtype=torch.float64)])
-
-    @property
-    def timesteps(self) -> torch.Tensor:
-        return self.sigmas[:-1]
-
-    def init_noise(self, shape: tuple[int, ...], generator: torch.Generator | None, **kw: object) -> torch.Tensor:
-        return torch.randn(shape, generator=generator, dtype=torch.float32) * self.sigmas[0].item()
 
     def step(
         self, denoised: torch.Tensor, index: int, sample: torch.Tensor, generator: torch.Generator | None = None
