@@ -38,7 +38,7 @@ def _summary(res) -> str:  # noqa: ANN001
         f"wrote {res.output}: {res.frames} frames, {res.duration_s:.2f} s (follows the audio)",
         f"speed: {res.fps:.1f} frames/s on this machine ({res.wall_s:.2f} s wall)",
         (
-            f"frames: {s['generated']} lip-synced, {s['rest']} mouth at rest (silence), {s['hold']} held, "
+            f"frames: {s['generated']} from the model, {s['rest']} mouth at rest (silence), {s['hold']} held, "
             f"{s['passthrough']} passed through ({s['no_face']} without a face); {s['late']} late"
         ),
         (
