@@ -309,7 +309,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         from stream.bench import machine
 
-        cmd = "sayanything-live eval " + " ".join(a for a in sys.argv[2:] if a != "--write")
+        argv = sys.argv[2:]
+        k = argv.index("--write") if "--write" in argv else len(argv)
+        cmd = "sayanything-live eval " + " ".join(argv[:k] + argv[k + 2 :])
         with open(args.write, "a") as fh:
             for k, v in res.items():
                 fh.write(
