@@ -310,8 +310,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from stream.bench import machine
 
         argv = sys.argv[2:]
-        k = argv.index("--write") if "--write" in argv else len(argv)
-        cmd = "sayanything-live eval " + " ".join(argv[:k] + argv[k + 2 :])
+        at = argv.index("--write") if "--write" in argv else len(argv)
+        cmd = "sayanything-live eval " + " ".join(argv[:at] + argv[at + 2 :])
         with open(args.write, "a") as fh:
             for k, v in res.items():
                 fh.write(
