@@ -18,6 +18,7 @@ import os
 import subprocess
 import tempfile
 import wave
+from collections.abc import Iterator
 from fractions import Fraction
 
 import av
@@ -31,23 +32,13 @@ SENTENCES = [
 ]
 
 
-def make_clip(path: str, seconds: float = 9.0, fps: int = 25) -> None:
-    from skimage import data
-
-    src = data.astronaut()  # 512x512 RGB; face centred near (220, 115)
+def write_h264(path: str, frames: Iterator[np.ndarray], width: int, height: int, fps: int, crf: int) -> None:
+    """Encode RGB frames as an H.264 MP4 with PyAV."""
     out = av.open(path, "w")
     st = out.add_stream("libx264", rate=fps)
-    st.width, st.height, st.pix_fmt = 640, 480, "yuv420p"
-    st.options = {"crf": "26", "preset": "slow"}
-    for i in range(round(seconds * fps)):
-        t = i / fps
-        angle = 2.0 * math.sin(2 * math.pi * t / 4.0)
-        scale = 2.2 * (1 + 0.03 * math.sin(2 * math.pi * t / 5.0))
-        cx = 220 + 6 * math.sin(2 * math.pi * t / 3.0)
-        cy = 150 + 4 * math.sin(2 * math.pi * t / 3.7)
-        m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
-        m[:, 2] += (320 - cx, 240 - cy)
-        img = cv2.warpAffine(src, m, (640, 480), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    st.width, st.height, st.pix_fmt = width, height, "yuv420p"
+    st.options = {"crf": str(crf), "preset": "slow"}
+    for i, img in enumerate(frames):
         vf = av.VideoFrame.from_ndarray(img, format="rgb24")
         vf.pts, vf.time_base = i, Fraction(1, fps)
         for p in st.encode(vf):
@@ -55,6 +46,25 @@ def make_clip(path: str, seconds: float = 9.0, fps: int = 25) -> None:
     for p in st.encode(None):
         out.mux(p)
     out.close()
+
+
+def make_clip(path: str, seconds: float = 9.0, fps: int = 25) -> None:
+    from skimage import data
+
+    src = data.astronaut()  # 512x512 RGB; face centred near (220, 115)
+
+    def frames() -> Iterator[np.ndarray]:
+        for i in range(round(seconds * fps)):
+            t = i / fps
+            angle = 2.0 * math.sin(2 * math.pi * t / 4.0)
+            scale = 2.2 * (1 + 0.03 * math.sin(2 * math.pi * t / 5.0))
+            cx = 220 + 6 * math.sin(2 * math.pi * t / 3.0)
+            cy = 150 + 4 * math.sin(2 * math.pi * t / 3.7)
+            m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+            m[:, 2] += (320 - cx, 240 - cy)
+            yield cv2.warpAffine(src, m, (640, 480), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+    write_h264(path, frames(), 640, 480, fps, crf=26)
 
 
 def make_speech(path: str, rate: int = 16000) -> None:
@@ -83,24 +93,17 @@ def make_character(path: str, seconds: float = 6.0, fps: int = 25, size: int = 3
     from model.train.render import HeadPose, MouthShape, random_style, render_frame
 
     style = random_style(np.random.default_rng(4242))
-    out = av.open(path, "w")
-    st = out.add_stream("libx264", rate=fps)
-    st.width, st.height, st.pix_fmt = size, size, "yuv420p"
-    st.options = {"crf": "24", "preset": "slow"}
-    for i in range(round(seconds * fps)):
-        t = i / fps
-        pose = HeadPose(
-            6 * math.sin(t * 1.3), 4 * math.sin(t * 0.9 + 1), 1 + 0.03 * math.sin(t * 0.7), 3 * math.sin(t * 0.5)
-        )
-        blink = max(0.0, 1 - min(abs(t - 1.7), abs(t - 4.4)) / 0.08)
-        img, _ = render_frame(style, pose, MouthShape(0.0, 0.5, 0.0), blink, size)
-        vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-        vf.pts, vf.time_base = i, Fraction(1, fps)
-        for p in st.encode(vf):
-            out.mux(p)
-    for p in st.encode(None):
-        out.mux(p)
-    out.close()
+
+    def frames() -> Iterator[np.ndarray]:
+        for i in range(round(seconds * fps)):
+            t = i / fps
+            pose = HeadPose(
+                6 * math.sin(t * 1.3), 4 * math.sin(t * 0.9 + 1), 1 + 0.03 * math.sin(t * 0.7), 3 * math.sin(t * 0.5)
+            )
+            blink = max(0.0, 1 - min(abs(t - 1.7), abs(t - 4.4)) / 0.08)
+            yield render_frame(style, pose, MouthShape(0.0, 0.5, 0.0), blink, size)[0]
+
+    write_h264(path, frames(), size, size, fps, crf=24)
 
 
 if __name__ == "__main__":
