@@ -23,7 +23,12 @@ def asset(name: str) -> str:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load(args.config, args.set or [])
+    sets = list(args.set or [])
+    for opt in ("host", "port"):  # serve's shortcuts for server.host / server.port
+        value = getattr(args, opt, None)
+        if value is not None:
+            sets.append(f"server.{opt}={value}")
+    return load(args.config, sets)
 
 
 def _model(cfg: Config):  # noqa: ANN202 - returns a LipSyncModel
@@ -94,6 +99,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
         video, audio, args.output, cfg, model, realtime=args.realtime, video_mode="hold" if args.image else "loop"
     )
     print(_summary(res))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from stream.server import check_bind, serve
+
+    cfg = _config(args)
+    token = cfg.server.token or os.environ.get("SAYANYTHING_TOKEN", "")
+    check_bind(cfg.server.host, token)  # before loading the model
+    model = _model(cfg)
+    logging.getLogger("stream.server").setLevel(logging.INFO)
+    print(f"sayanything-live serve: http://{cfg.server.host}:{cfg.server.port}/ (model '{model.name}'); Ctrl-C stops")
+    if token:
+        print("signalling needs 'Authorization: Bearer ...'; the page reads it from http://HOST:PORT/#token=...")
+    try:
+        asyncio.run(serve(cfg, model, token))
+    except KeyboardInterrupt:
+        print("sayanything-live serve: stopped")
     return 0
 
 
@@ -363,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default="bench.json")
     b.add_argument("--plot", default="bench.png")
     b.set_defaults(fn=cmd_bench)
+
+    sv = sub.add_parser("serve", help="WebRTC server: browser page, POST /offer, WHIP ingest, WHEP egress")
+    common(sv)
+    sv.add_argument("--host", help="bind address (server.host); not loopback: a token is required")
+    sv.add_argument("--port", type=int, help="port (server.port)")
+    sv.set_defaults(fn=cmd_serve)
 
     ds = sub.add_parser("distill", help="latent consistency distillation: a few-step student from a teacher")
     ds.add_argument("--teacher", required=True, metavar="DIR", help="teacher checkpoint folder")

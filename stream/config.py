@@ -97,6 +97,27 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """WebRTC server (``sayanything-live serve``): signalling, limits and ICE."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Bearer token required on every signalling request when set (or from $SAYANYTHING_TOKEN);
+    # binding an address other than loopback refuses to start without one.
+    token: str = ""
+    max_sessions: int = 4  # engine sessions (browser peers and WHIP publishers); beyond: 503
+    max_viewers: int = 16  # WHEP players
+    max_body_bytes: int = 65536  # signalling request bodies (SDP offers are a few kB)
+    connect_timeout_s: float = 20.0  # ICE + DTLS must connect within this
+    media_timeout_s: float = 10.0  # no media from the peer for this long ends the session
+    # STUN/TURN URLs, comma-separated ("stun:host:3478"); empty: none is contacted
+    ice_servers: str = ""
+    # host addresses offered as ICE candidates, comma-separated; empty: every non-loopback
+    # interface. "127.0.0.1" serves a browser on the same machine only (and tests).
+    ice_host_addresses: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     vad: VadConfig = field(default_factory=VadConfig)
@@ -105,6 +126,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     playout: PlayoutConfig = field(default_factory=PlayoutConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -139,6 +161,12 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "playout.recover_after_frames": (1, 100000),
     "output.crf": (0, 51),
     "output.audio_sample_rate_hz": (8000, 96000),
+    "server.port": (0, 65535),
+    "server.max_sessions": (1, 1000),
+    "server.max_viewers": (0, 10000),
+    "server.max_body_bytes": (1024, 16 * 1024 * 1024),
+    "server.connect_timeout_s": (1.0, 600.0),
+    "server.media_timeout_s": (1.0, 3600.0),
 }
 
 

@@ -235,10 +235,13 @@ class FaceCropper:
         )
 
     def mouth_mask(self, face: FaceState) -> np.ndarray:
-        """Feathered mouth mask in crop pixels, float32 in [0, 1].
+        """Feathered lower-face mask in crop pixels, float32 in [0, 1].
 
-        The ellipse adapts to the face: width from the eye distance, top halfway between nose
-        and mouth, bottom towards the chin (mouth-to-nose distance below the mouth).
+        An ellipse that adapts to the face: its top halfway between nose and mouth, its bottom
+        one eye distance below the mouth and its half width 0.85 eye distances, so it holds the
+        lips and the jaw and chin, which drop when the mouth opens (a mask around the lips only
+        would leave the original speaker's jaw moving; measured on rendered characters, where
+        the jaw moves with the opening: ``model/README.md``).
         """
         n = self.size_px
         m = face.affine(n)
@@ -247,9 +250,9 @@ class FaceCropper:
         nose, mouth = kp[NOSE], kp[MOUTH]
         nm = max(float(np.linalg.norm(mouth - nose)), 1.0)
         top = mouth[1] - 0.55 * nm
-        bottom = mouth[1] + 1.35 * nm
+        bottom = mouth[1] + 1.0 * eye_dist
         cy = (top + bottom) / 2
-        ax = 0.5 * eye_dist * 1.3 * self.config.mask_width_scale
+        ax = 0.85 * eye_dist * self.config.mask_width_scale
         ay = (bottom - top) / 2 * self.config.mask_height_scale
         mask = np.zeros((n, n), np.float32)
         cv2.ellipse(

@@ -152,7 +152,11 @@ def keep_root_logging() -> Iterator[None]:
     [("face.nope=1", ["face.nope = 1"]), ("playout.delay_ms=-5", ["playout.delay_ms = -5"])],
 )
 def test_cli_bad_key_exits_2_with_one_line(
-    setting: str, must_name: list[str], tmp_path, capsys, keep_root_logging: None  # noqa: ANN001
+    setting: str,
+    must_name: list[str],
+    tmp_path,
+    capsys,
+    keep_root_logging: None,  # noqa: ANN001
 ) -> None:
     out = tmp_path / "x.mp4"
     rc = main(["demo", "--set", setting, "-o", str(out)])

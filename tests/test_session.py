@@ -132,9 +132,7 @@ def mouth_regions(run: Run) -> tuple[np.ndarray, np.ndarray]:
     mask = s.cropper.mouth_mask(face)
     r = s.cropper.size_px
     probe = s.cropper.paste(np.zeros((H, W, 3), np.uint8), np.full((r, r, 3), 255, np.uint8), mask, face)[..., 0]
-    warped = cv2.warpAffine(
-        mask, face.affine(r), (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0
-    )
+    warped = cv2.warpAffine(mask, face.affine(r), (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0)
     support = cv2.dilate((warped > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     core = probe == 255
     assert core.sum() > 50 and support.sum() > core.sum()
@@ -278,9 +276,7 @@ def test_late_frames_are_exactly_those_without_a_result_by_their_deadline(latenc
                 i = frame_index(t)
                 ready_by[i] = min(ready_by.get(i, np.inf), done)
     expected_late = [
-        v.pts
-        for v in run.video
-        if in_speech(v.time_s, SEGS3) and ready_by.get(v.pts, np.inf) > v.time_s + 0.8
+        v.pts for v in run.video if in_speech(v.time_s, SEGS3) and ready_by.get(v.pts, np.inf) > v.time_s + 0.8
     ]
     late = [o.frame.pts for o in run.frames if o.late]
     assert late == expected_late

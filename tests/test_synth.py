@@ -122,6 +122,12 @@ def test_dataset_chunks_are_cut_like_the_engine(clip) -> None:
     assert cs.frames.shape == (n, 8, 64, 64, 3) and cs.masks.shape == (n, 8, 64, 64)
     assert cs.audio.shape == (n, 8, 4480) and cs.reference.shape == (n, 64, 64, 3)
     assert cs.masks.sum(axis=(2, 3)).min() > 20  # a mouth region in every frame
+    # the model is shown the same character with an unrelated mouth: inputs and targets differ
+    # inside the mask (where the mouths are) and hardly outside it (the mask holds the jaw)
+    assert cs.inputs.shape == cs.frames.shape
+    d = np.abs(cs.inputs.astype(np.int16) - cs.frames.astype(np.int16)).sum(-1)
+    inside, outside = d[cs.masks > 0].mean(), d[cs.masks == 0].mean()
+    assert inside > 10 * outside, (inside, outside)
     assert np.array_equal(cs.mouth.reshape(-1, 4), clip.mouth[: n * 8])
 
 

@@ -1,6 +1,13 @@
 """Training chunks from synthetic clips, cut exactly as the engine cuts live video: the real
 face detector and tracker, the engine's crop and mouth mask, per-frame audio windows from the
-continuous 16 kHz stream. Cached as one .npz per (split, seed range, config)."""
+continuous 16 kHz stream. Cached as one .npz per (split, seed range, config).
+
+The video the model is given (``inputs``) is the clip re-rendered with an unrelated mouth track
+(the clip's own track shifted by half its length), as at run time when dubbing: the tracker,
+crop and mask follow that video, and the target (``frames``) is the true clip cut with the same
+crop. With the true video as input, everything the mask leaves visible (the mask's own position,
+which follows the mouth keypoint, and the jaw outline) tells the openness, and a model learns
+to read it there instead of from the audio."""
 
 from __future__ import annotations
 
@@ -13,18 +20,20 @@ import numpy as np
 
 from model.configs import SayAnythingConfig
 from model.train.speech import ESpeak
-from model.train.synth import FPS, SAMPLE_RATE_HZ, Split, make_clip
+from model.train.synth import FPS, SAMPLE_RATE_HZ, Split, make_clip, rerender
 from stream.audio import AudioRing
 from stream.chunker import audio_windows
 from stream.config import FaceConfig
 from stream.face import FaceCropper, FaceTracker, MediaPipeFaceDetector
 
 log = logging.getLogger(__name__)
+CACHE_VERSION = "v2"  # v2: unrelated-mouth inputs, lower-face mask
 
 
 @dataclass
 class ChunkSet:
-    frames: np.ndarray  # (N, L, R, R, 3) uint8 face crops
+    frames: np.ndarray  # (N, L, R, R, 3) uint8 face crops of the true clip (the target)
+    inputs: np.ndarray  # (N, L, R, R, 3) uint8 the same crops of the input video (unrelated mouth)
     masks: np.ndarray  # (N, L, R, R) uint8 {0, 1} editing region
     audio: np.ndarray  # (N, L, n) float16 audio windows
     reference: np.ndarray  # (N, R, R, 3) uint8: a crop of the same character from another moment
@@ -42,7 +51,7 @@ class ChunkSet:
     @classmethod
     def load(cls, path: str) -> ChunkSet:
         with np.load(path) as z:
-            return cls(**{k: z[k] for k in ("frames", "masks", "audio", "reference", "mouth", "speech")})
+            return cls(**{k: z[k] for k in cls.__dataclass_fields__})
 
 
 def clip_to_chunks(
@@ -51,15 +60,18 @@ def clip_to_chunks(
     L, R = config.chunk_frames, config.resolution_px
     tracker = FaceTracker(face, detector)
     cropper = FaceCropper(face, R)
-    crops, masks, ok = [], [], []
-    for img in clip.frames:
+    shown = rerender(clip, np.roll(clip.mouth, clip.mouth.shape[0] // 2, axis=0))
+    crops, inputs, masks, ok = [], [], [], []
+    for img, truth in zip(shown, clip.frames, strict=True):
         st = tracker.update(img)
         ok.append(st is not None)
         if st is None:
             crops.append(np.zeros((R, R, 3), np.uint8))
+            inputs.append(np.zeros((R, R, 3), np.uint8))
             masks.append(np.zeros((R, R), np.uint8))
         else:
-            crops.append(cropper.crop(img, st))
+            crops.append(cropper.crop(truth, st))
+            inputs.append(cropper.crop(img, st))
             masks.append((cropper.mouth_mask(st) > 0.02).astype(np.uint8))
     ring = AudioRing(int(clip.duration_s * 1000) + 2000)
     ring.write(0, clip.audio)
@@ -71,9 +83,11 @@ def clip_to_chunks(
         return None
     faces = [i for i, f in enumerate(ok) if f]
     idx = np.array([np.arange(i, i + L) for i in good])
-    crops_a, masks_a = np.stack(crops), np.stack(masks)
+    crops_a, inputs_a, masks_a = np.stack(crops), np.stack(inputs), np.stack(masks)
     ref_idx = [faces[(faces.index(i) + len(faces) // 2) % len(faces)] for i in good]  # another moment of the clip
-    return ChunkSet(crops_a[idx], masks_a[idx], win[idx], crops_a[ref_idx], clip.mouth[idx], clip.speech[idx])
+    return ChunkSet(
+        crops_a[idx], inputs_a[idx], masks_a[idx], win[idx], inputs_a[ref_idx], clip.mouth[idx], clip.speech[idx]
+    )
 
 
 def build(
@@ -89,7 +103,8 @@ def build(
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
         path = os.path.join(
-            cache_dir, f"{split}_{seeds.start}_{seeds.stop}_{config.resolution_px}_{config.chunk_frames}.npz"
+            cache_dir,
+            f"{split}_{seeds.start}_{seeds.stop}_{config.resolution_px}_{config.chunk_frames}_{CACHE_VERSION}.npz",
         )
         if os.path.isfile(path):
             return ChunkSet.load(path)

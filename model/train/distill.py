@@ -42,7 +42,7 @@ class DistillConfig:
 class Batch:
     latents: torch.Tensor  # (B, F, C, h, w) clean target latents
     cond: Conditions  # teacher-side conditions
-    frames: torch.Tensor  # (B, F, 3, H, W) in [-1, 1], to build the student's own conditions
+    frames: torch.Tensor  # (B, F, 3, H, W) in [-1, 1] input video, to build the student's own conditions
     masks: torch.Tensor  # (B, F, 1, H, W)
     audio: torch.Tensor  # (B, F, n)
     reference: torch.Tensor  # (B, 3, H, W)
@@ -178,9 +178,9 @@ def chunkset_batches(
 
     def get(_: int) -> Batch:
         t = to_tensors(data, rng.integers(0, len(data), batch_size))
-        f, m, a, r = t["frames"], t["masks"], t["audio"], t["reference"]
+        f, m, a, r = t["inputs"], t["masks"], t["audio"], t["reference"]
         with torch.no_grad():
-            latents = teacher.vae.encode(f)
+            latents = teacher.vae.encode(t["frames"])
             cond = teacher.conditions(f, m, a, teacher.encode_reference(r))
         return Batch(latents, cond, f, m, a, r)
 

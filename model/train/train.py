@@ -47,11 +47,13 @@ class TrainConfig:
 
 
 def to_tensors(data: ChunkSet, idx: np.ndarray) -> dict[str, torch.Tensor]:
+    """``frames``: the targets; ``inputs``: the video the model is given (see ``dataset``)."""
     f = torch.from_numpy(data.frames[idx]).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
+    x = torch.from_numpy(data.inputs[idx]).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
     r = torch.from_numpy(data.reference[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     m = torch.from_numpy(data.masks[idx]).float()[:, :, None]
     a = torch.from_numpy(data.audio[idx].astype(np.float32))
-    return {"frames": f, "masks": m, "audio": a, "reference": r}
+    return {"frames": f, "inputs": x, "masks": m, "audio": a, "reference": r}
 
 
 def _state(out: str) -> dict:
@@ -116,7 +118,7 @@ def train(
         b = {k: v.to(dev) for k, v in to_tensors(data, rng.integers(0, n, tc.batch_size)).items()}
         with torch.no_grad():
             x0 = model.vae.encode(b["frames"])
-        cond = model.conditions(b["frames"], b["masks"], b["audio"], model.encode_reference(b["reference"]))
+        cond = model.conditions(b["inputs"], b["masks"], b["audio"], model.encode_reference(b["reference"]))
         bs = x0.shape[0]
         keep_a = (torch.rand(bs, device=dev) >= tc.drop_audio).float().reshape(bs, 1, 1, 1)
         keep_r = (torch.rand(bs, device=dev) >= tc.drop_reference).float().reshape(bs, 1, 1, 1)
