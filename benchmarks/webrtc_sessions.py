@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import subprocess
 import sys
 
 import numpy as np
 
-sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import load_model  # noqa: E402
 from stream.config import load  # noqa: E402
 from tests.rtc import Running  # noqa: E402
@@ -78,8 +79,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
-    machine = f"{platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores"
-    print("| sessions | model | fps per session (mean, min) | slowest 1 s | added latency p50 / p95 ms | late | degrade | machine |")
+    machine = f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores"
+    print(
+        "| sessions | model | fps per session (mean, min) | slowest 1 s | added latency p50 / p95 ms | late "
+        "| degrade | machine |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in args.sessions:
         r = asyncio.run(measure(n, args.seconds, args.set))
