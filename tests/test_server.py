@@ -328,3 +328,12 @@ def test_five_sessions_for_a_minute_keep_their_rate_or_degrade() -> None:
     for s in five:
         assert s["min_fps_1s"] > 0, s  # never stalled
         assert s["fps"] >= 0.8 * base or s["degrade_level"] > 0, (s, base)
+
+
+def test_serve_cli_refuses_an_open_bind_without_a_token(capsys, monkeypatch) -> None:  # noqa: ANN001
+    from stream.cli import main
+
+    monkeypatch.delenv("SAYANYTHING_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "server.token" in err[0] and "127.0.0.1" in err[0]
