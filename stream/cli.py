@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 from importlib import resources
+from typing import Any
 
 from stream.config import Config, load
 from stream.errors import SayAnythingError
@@ -119,6 +120,123 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(serve(cfg, model, token))
     except KeyboardInterrupt:
         print("sayanything-live serve: stopped")
+    return 0
+
+
+def _live_parts(cfg: Config, mic: bool = True):  # noqa: ANN202
+    from stream.clock import MonotonicClock
+    from stream.sinks.speaker import SpeakerSink
+    from stream.sources.camera import CameraSource
+    from stream.sources.mic import MicSource
+
+    clock = MonotonicClock()
+    origin = clock.now()
+    return (
+        clock,
+        CameraSource(cfg.live, clock, origin),
+        MicSource(cfg.live, clock, origin) if mic else None,
+        SpeakerSink(cfg.live, clock),
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from stream.live import LiveRun
+    from stream.sinks.virtualcam import VirtualCameraSink, open_virtual_camera
+
+    cfg = _config(args)
+    lc = cfg.live
+    # the outputs first: a missing virtual camera or device stops here, with its set-up hint
+    cam = open_virtual_camera(lc, lc.camera_width, lc.camera_height, lc.camera_fps)
+    sink: Any = VirtualCameraSink(cam)
+    if lc.preview:
+        from stream.sinks.virtualcam import PreviewSink
+
+        sink = PreviewSink(sink)
+    model = _model(cfg)
+    clock, camera, mic, speaker = _live_parts(cfg, mic=not args.no_mic)
+    run = LiveRun(cfg, model, clock, camera, mic, lambda w, h, fps: sink, speaker)
+    print(
+        f"sayanything-live run: camera {camera.describe()} -> virtual camera {getattr(cam, 'device', '?')}; "
+        f"microphone {lc.mic_device or '(default)'} -> {lc.speaker_device or '(default output)'} delayed "
+        f"{cfg.playout.delay_ms + lc.audio_extra_delay_ms} ms; model '{model.name}'. Ctrl-C stops."
+    )
+    tty = sys.stderr.isatty()
+
+    def show(line: str) -> None:
+        if tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        else:
+            log.warning("%s", line)
+
+    try:
+        asyncio.run(run.run(args.seconds, show))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        run.close()
+        if tty:
+            print(file=sys.stderr)
+    print(f"stopped: {run.session.stats.frames_out} frames sent, {run.session.stats.late} late; devices closed")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from stream.devices import report
+
+    print(report())
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from stream.calibrate import Calibration, click_times, emit_pattern, flash_times, pair
+    from stream.config import LiveConfig
+    from stream.devices import _os
+    from stream.sinks.virtualcam import VirtualCameraSink, open_virtual_camera
+    from stream.sources.camera import CameraSource
+    from stream.sources.mic import MicSource
+
+    cfg = _config(args)
+    lc = cfg.live
+    readback = args.camera or lc.virtual_camera_device
+    listen = args.listen or (f"{lc.speaker_device}.monitor" if lc.speaker_device and _os() == "linux" else "")
+    if not readback or not listen:
+        raise SayAnythingError(
+            "calibrate reads the outputs back: give --camera (the virtual camera as a capture device, e.g. "
+            "/dev/video10) and --listen (the virtual microphone as an input, e.g. sayanything_mic.monitor)"
+        )
+    sink = VirtualCameraSink(open_virtual_camera(lc, 640, 480, 30))
+    clock, _, _, speaker = _live_parts(cfg, mic=False)
+    origin = clock.now()
+    import dataclasses
+
+    back_cfg = dataclasses.replace(LiveConfig(), camera_device=readback, camera_width=640, camera_height=480)
+    camera = CameraSource(back_cfg, clock, origin)
+    mic = MicSource(dataclasses.replace(LiveConfig(), mic_device=listen), clock, origin)
+    seen: list[tuple[float, float]] = []
+    heard: list[Any] = []
+
+    async def go() -> Calibration:
+        loop = asyncio.get_running_loop()
+        camera.start(loop, lambda vf: seen.append((origin + vf.time_s, float(vf.image.mean()))))
+        mic.start(loop, heard.append)
+        speaker.start()
+        try:
+            await asyncio.sleep(1.0)
+            await emit_pattern(clock, sink.send, lambda x, r, t: speaker.put(x, r, t + lc.audio_extra_delay_ms / 1000))
+            await asyncio.sleep(1.0)
+        finally:
+            camera.stop()
+            mic.stop()
+            speaker.stop()
+            sink.close()
+        f, c = flash_times(seen), click_times(heard, origin)
+        return Calibration(f, c, pair(f, c))
+
+    print(asyncio.run(go()).summary())
     return 0
 
 
@@ -388,6 +506,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default="bench.json")
     b.add_argument("--plot", default="bench.png")
     b.set_defaults(fn=cmd_bench)
+
+    rn = sub.add_parser("run", help="live: camera + microphone -> virtual camera + delayed virtual microphone")
+    common(rn)
+    rn.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    rn.add_argument("--no-mic", action="store_true", help="no microphone (silence: the mouth rests)")
+    rn.set_defaults(fn=cmd_run)
+
+    dv = sub.add_parser("devices", help="cameras, audio devices and virtual camera backends, with set-up hints")
+    dv.set_defaults(fn=cmd_devices)
+
+    cb = sub.add_parser("calibrate", help="measure the A/V offset between the virtual camera and virtual microphone")
+    common(cb)
+    cb.add_argument("--camera", help="the virtual camera as a capture device (default: live.virtual_camera_device)")
+    cb.add_argument("--listen", help="the virtual microphone as an input (default: SPEAKER_DEVICE.monitor on Linux)")
+    cb.set_defaults(fn=cmd_calibrate)
 
     sv = sub.add_parser("serve", help="WebRTC server: browser page, POST /offer, WHIP ingest, WHEP egress")
     common(sv)

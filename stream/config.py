@@ -97,6 +97,30 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class LiveConfig:
+    """Live presenter path (``sayanything-live run``): camera + microphone in, virtual camera +
+    delayed audio on an output device (a virtual microphone) out."""
+
+    # camera: a v4l2 path (/dev/video0), an avfoundation index ("0"), a dshow name
+    # ("video=Integrated Camera"), or a media file / lavfi graph (tests, demos)
+    camera_device: str = ""
+    camera_format: str = ""  # PyAV input format; empty: v4l2 / avfoundation / dshow by OS
+    camera_width: int = 640
+    camera_height: int = 480
+    camera_fps: int = 30
+    mic_device: str = ""  # sounddevice name or index; empty: the default input
+    mic_sample_rate_hz: int = 0  # 0: the device's own rate (any rate is resampled)
+    # where the delayed audio goes (the virtual microphone's other end): a sounddevice output
+    # name, or a PulseAudio / PipeWire sink name (e.g. a null sink); empty: the default output
+    speaker_device: str = ""
+    virtual_camera_backend: str = ""  # "v4l2loopback", "obs", "unitycapture"; empty: first available
+    virtual_camera_device: str = ""  # e.g. /dev/video10 (v4l2loopback)
+    audio_extra_delay_ms: int = 0  # added to the audio delay (negative: less); see `calibrate`
+    preview: bool = False  # a local preview window (needs a display)
+    retry_max_s: float = 10.0  # camera retries back off up to this
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """WebRTC server (``sayanything-live serve``): signalling, limits and ICE."""
 
@@ -127,6 +151,7 @@ class Config:
     playout: PlayoutConfig = field(default_factory=PlayoutConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -161,6 +186,12 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "playout.recover_after_frames": (1, 100000),
     "output.crf": (0, 51),
     "output.audio_sample_rate_hz": (8000, 96000),
+    "live.camera_width": (16, 8192),
+    "live.camera_height": (16, 8192),
+    "live.camera_fps": (1, 240),
+    "live.mic_sample_rate_hz": (0, 384000),
+    "live.audio_extra_delay_ms": (-2000, 2000),
+    "live.retry_max_s": (0.1, 600.0),
     "server.port": (0, 65535),
     "server.max_sessions": (1, 1000),
     "server.max_viewers": (0, 10000),

@@ -15,3 +15,7 @@ class InputError(SayAnythingError):
 
 class ModelError(SayAnythingError):
     """The lip-sync model failed or was misconfigured."""
+
+
+class DeviceError(SayAnythingError):
+    """A camera, audio device or virtual camera is missing, busy or misconfigured."""

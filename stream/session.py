@@ -300,9 +300,13 @@ class LipSyncSession:
         out = OutputFrame(VideoFrame(image, frame.pts, frame.time_base), kind, slot.deadline_s, now, late, sw > 0)
         return out
 
-    def pull(self, now: float | None = None, wait: bool = False) -> tuple[list[OutputFrame], list[OutputAudio]]:
+    def pull(
+        self, now: float | None = None, wait: bool = False, audio_lead_s: float = 0.0
+    ) -> tuple[list[OutputFrame], list[OutputAudio]]:
         """Everything due by ``now`` (video, audio), in order. With ``wait``, every frame whose
-        chunks are planned is returned after waiting for the model, whatever the time."""
+        chunks are planned is returned after waiting for the model, whatever the time.
+        ``audio_lead_s`` hands audio out that much before its deadline, for a sink that
+        schedules it itself (an audio device plays what it is given after its own latency)."""
         if now is None:
             now = self.clock.now()
         self._plan_chunks()
@@ -323,7 +327,7 @@ class LipSyncSession:
             if not wait and self.ladder.record(out.late):
                 self.stats.degrade_level = self.ladder.level
         audio: list[OutputAudio] = []
-        while self._audio_out and (wait or self._audio_out[0][1] <= now):
+        while self._audio_out and (wait or self._audio_out[0][1] <= now + audio_lead_s):
             af, deadline = self._audio_out.popleft()
             audio.append(OutputAudio(af, deadline, now))
             self.stats.audio_out += 1
@@ -333,12 +337,13 @@ class LipSyncSession:
     def pending_frames(self) -> int:
         return len(self._slots)
 
-    def next_deadline(self) -> float | None:
+    def next_deadline(self, audio_lead_s: float = 0.0) -> float | None:
+        """When :meth:`pull` (with the same ``audio_lead_s``) next has something to hand out."""
         cands = []
         if self._slots:
             cands.append(self._slots[0].deadline_s)
         if self._audio_out:
-            cands.append(self._audio_out[0][1])
+            cands.append(self._audio_out[0][1] - audio_lead_s)
         return min(cands) if cands else None
 
     def close(self) -> None:
