@@ -38,9 +38,9 @@ class Calibration:
             )
         o = self.offset_ms
         spread = float(np.ptp(self.offsets_ms)) if len(self.offsets_ms) > 1 else 0.0
-        side = "late" if o > 0 else "early"
+        side = "after" if o > 0 else "before"
         return (
-            f"audio arrives {abs(o):.0f} ms {side} of the video (median of {len(self.offsets_ms)} flashes, spread "
+            f"audio arrives {abs(o):.0f} ms {side} the video (median of {len(self.offsets_ms)} flashes, spread "
             f"{spread:.0f} ms); set live.audio_extra_delay_ms = {-round(o)} (plus what is set now) to correct it"
         )
 
