@@ -290,3 +290,22 @@ def test_calibrate_finds_the_offset_between_camera_and_microphone(pulse) -> None
     shifted = asyncio.run(go(120))  # a known extra audio delay is measured as such
     assert abs(shifted.offset_ms - cal.offset_ms - 120) < 15, (cal.summary(), shifted.summary())
     assert "set live.audio_extra_delay_ms" in shifted.summary()
+
+
+def test_cli_run_without_a_virtual_camera_says_how_to_make_one(capsys) -> None:  # noqa: ANN001
+    if os.path.isdir("/sys/module/v4l2loopback"):
+        pytest.skip("this machine has v4l2loopback")
+    from stream.cli import main
+
+    assert main(["run", "--seconds", "1", "--set", f"live.camera_device={SAMPLE_FACE}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "virtual camera" in err[0] and "v4l2loopback" in err[0]
+
+
+def test_cli_devices_lists_what_is_there_and_what_is_missing(capsys) -> None:  # noqa: ANN001
+    from stream.cli import main
+
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert "cameras:" in out and "audio:" in out and "virtual camera:" in out
+    assert "module-null-sink" in out or "BlackHole" in out or "VB-Cable" in out
