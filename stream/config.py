@@ -121,6 +121,18 @@ class LiveConfig:
 
 
 @dataclass(frozen=True)
+class BridgeConfig:
+    """Translation dubbing (translate_bridge): duration policy and provider limits."""
+
+    max_speed: float = 1.25  # fastest pitch-preserving speed-up of a dub that overruns its span
+    tail_s: float = 0.25  # a dub may run this far past its span before it is sped up
+    max_lag_s: float = 1.5  # the running delay never exceeds this (the dub's end is cut beyond it)
+    deadline_margin_ms: int = 300  # live: gaps become silence this long before they are due
+    max_message_bytes: int = 4194304  # one provider message
+    max_segment_s: float = 30.0  # one segment's audio
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """WebRTC server (``sayanything-live serve``): signalling, limits and ICE."""
 
@@ -152,6 +164,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -192,6 +205,12 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "live.mic_sample_rate_hz": (0, 384000),
     "live.audio_extra_delay_ms": (-2000, 2000),
     "live.retry_max_s": (0.1, 600.0),
+    "bridge.max_speed": (1.0, 2.0),
+    "bridge.tail_s": (0.0, 10.0),
+    "bridge.max_lag_s": (0.0, 30.0),
+    "bridge.deadline_margin_ms": (20, 5000),
+    "bridge.max_message_bytes": (1024, 64 * 1024 * 1024),
+    "bridge.max_segment_s": (0.5, 600.0),
     "server.port": (0, 65535),
     "server.max_sessions": (1, 1000),
     "server.max_viewers": (0, 10000),

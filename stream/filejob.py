@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from stream.clock import MonotonicClock
 from stream.config import Config
 from stream.drive import run_offline, run_paced
@@ -46,7 +48,7 @@ def _merge(video: Iterator[VideoFrame], audio: Iterator[AudioFrame]) -> Iterator
 
 def run_file(
     video_path: str,
-    audio_path: str,
+    audio_path: str | tuple[np.ndarray, int],
     output_path: str,
     config: Config,
     model: LipSyncModel,
@@ -64,7 +66,8 @@ def run_file(
     if video_mode not in ("loop", "hold"):
         raise InputError(f"video mode {video_mode!r} is unknown: use 'loop' or 'hold'")
     info = probe_video(video_path)
-    samples, rate = read_audio(audio_path)
+    # a path, or audio already in memory: ((n, channels) float32, rate)
+    samples, rate = read_audio(audio_path) if isinstance(audio_path, str) else audio_path
     duration = samples.shape[0] / rate
     n_frames = max(1, round(duration * info.fps))
     sink = FileSink(output_path, info.width, info.height, info.fps, config.output)

@@ -12,6 +12,9 @@ Routes (every one but the page needs ``Authorization: Bearer TOKEN`` when a toke
 - ``POST /whep/ID`` (or ``/whep`` for the newest session): WHEP egress of a session's output;
   ``DELETE /whep/ID/VIEWER`` ends that player.
 - ``GET /sessions``, ``GET /sessions/ID`` (stats), ``DELETE /sessions/ID``.
+- ``GET /bridge/ID`` (WebSocket): a dubbing provider drives session ID's lips with dubbed
+  speech (translate_bridge/protocol.py); from the first connection on, the session's own
+  microphone is never heard again.
 
 Each engine session is one :class:`LipSyncSession`; all share one loaded model and one model
 worker (convention: inference off the event loop, one worker per process and device).
@@ -163,6 +166,8 @@ class PeerSession:
         self.timeline = PeerTimeline(self.origin_s)
         self.window = _Window()
         self.speech = False
+        self.dub: Any = None  # translate_bridge.bridge.LiveDub once a provider connected
+        self.bridge_connected = False
         self.end_reason = ""
         self._wake = asyncio.Event()
         self._closed = asyncio.Event()
@@ -182,6 +187,11 @@ class PeerSession:
             log.error("session %s: task %s failed: %r", self.id, task.get_name(), task.exception())
 
     def _push(self, item: VideoFrame | AudioFrame) -> None:
+        if self.dub is not None and isinstance(item, AudioFrame):
+            return  # dubbed: the original speech is never heard
+        self._engine_push(item)
+
+    def _engine_push(self, item: VideoFrame | AudioFrame) -> None:
         try:
             if isinstance(item, VideoFrame):
                 self.engine.push_video(item)
@@ -229,6 +239,35 @@ class PeerSession:
             )
         self._spawn(self._playout(), "playout")
         self._spawn(self._watchdog(), "watchdog")
+
+    def start_dub(self) -> Any:
+        """Switch the session's driving audio to a dubbing provider (once; reconnects reuse it)."""
+        if self.dub is None:
+            from translate_bridge.align import Aligner
+            from translate_bridge.bridge import LiveDub, policy
+            from translate_bridge.protocol import Assembler
+
+            cfg = self.server.config.bridge
+            align, limits = policy(cfg)
+            margin = cfg.deadline_margin_ms / 1000
+            now = self.clock.now() - self.origin_s
+            self.engine.drop_pending_audio()  # the original speech still queued is never heard
+            self.dub = LiveDub(
+                self._engine_push,
+                lambda: self.clock.now() - self.origin_s,
+                self.engine.delay_s,
+                margin,
+                Aligner(align),
+                Assembler(limits),
+                covered_s=max(0.0, now - self.engine.delay_s),
+            )
+            self._spawn(self._dub_ticker(), "dub-ticker")
+        return self.dub
+
+    async def _dub_ticker(self) -> None:
+        while True:
+            self.dub.tick()
+            await asyncio.sleep(0.1)
 
     # -- media out --------------------------------------------------------------------
     async def _playout(self) -> None:
@@ -321,6 +360,16 @@ class PeerSession:
             "degrade_level": s.degrade_level,
             "dropped_out": self.video_out.dropped + self.audio_out.dropped,
             "audio_from": self.audio_from.id if self.audio_from is not None else None,
+            "dub": None
+            if self.dub is None
+            else {
+                "connected": self.bridge_connected,
+                "segments": self.dub.segments,
+                "lag_ms": round(1000 * self.dub.aligner.lag_s),
+                "max_lag_ms": round(1000 * self.dub.aligner.max_lag_seen_s),
+                "late_ms": round(1000 * self.dub.late_s),
+                "dropped": len(self.dub.aligner.dropped),
+            },
         }
         out.update(self.window.summary(self.clock.now()))
         return out
@@ -390,6 +439,7 @@ class Server:
         app.router.add_post("/whep/{id}", self._whep)
         app.router.add_delete("/whep/{id}/{viewer}", self._whep_delete)
         app.router.add_patch("/whep/{id}/{viewer}", self._no_trickle)
+        app.router.add_get("/bridge/{id}", self._bridge)
         app.router.add_get("/sessions", self._list)
         app.router.add_get("/sessions/{id}", self._stats)
         app.router.add_delete("/sessions/{id}", self._delete)
@@ -544,6 +594,49 @@ class Server:
             raise SignallingError(404, "no such viewer: it ended or never existed")
         await viewer.aclose("DELETE")
         return web.Response(status=200)
+
+    async def _bridge(self, request: web.Request) -> web.StreamResponse:
+        """A dubbing provider's WebSocket (see translate_bridge/protocol.py for the messages)."""
+        from aiohttp import WSMsgType
+
+        from translate_bridge.protocol import Cancel, EndOfStream, ProtocolError, Segment, parse
+
+        session = self._session(request.match_info["id"])
+        if session.bridge_connected:
+            raise SignallingError(409, f"session {session.id} already has a dubbing provider connected")
+        limits_bytes = self.config.bridge.max_message_bytes
+        ws = web.WebSocketResponse(max_msg_size=2 * limits_bytes, heartbeat=20.0)
+        await ws.prepare(request)
+        dub = session.start_dub()
+        session.bridge_connected = True
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    try:
+                        event = parse(msg.data, dub.assembler.limits)
+                        placed = dub.on_event(event)
+                    except ProtocolError as exc:
+                        await ws.send_json({"type": "error", "message": str(exc)})
+                        continue
+                    if isinstance(event, Segment):
+                        reply: dict[str, Any] = {"type": "ack", "id": event.id}
+                        for p in placed:
+                            reply.update(start_ms=round(1000 * p.start_s), speed=round(p.speed, 3))
+                            reply.update(lag_ms=round(1000 * p.lag_s), cut_ms=round(1000 * p.cut_s))
+                        await ws.send_json(reply)
+                    elif isinstance(event, Cancel):
+                        await ws.send_json({"type": "ack", "id": event.id})
+                    elif isinstance(event, EndOfStream):
+                        await ws.send_json({"type": "ack", "end": True})
+                        break
+                elif msg.type == WSMsgType.BINARY:
+                    await ws.send_json({"type": "error", "message": "send JSON text messages (audio as audio_b64)"})
+                elif msg.type == WSMsgType.ERROR:
+                    log.info("session %s: bridge connection error: %s", session.id, ws.exception())
+        finally:
+            session.bridge_connected = False
+            log.info("session %s: dubbing provider disconnected; the mouth rests until it returns", session.id)
+        return ws
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(

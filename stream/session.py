@@ -333,6 +333,13 @@ class LipSyncSession:
             self.stats.audio_out += 1
         return frames, audio
 
+    def drop_pending_audio(self) -> int:
+        """Forget audio not yet handed out (its source was replaced, e.g. by a dub); returns how
+        many blocks were dropped."""
+        n = len(self._audio_out)
+        self._audio_out.clear()
+        return n
+
     @property
     def pending_frames(self) -> int:
         return len(self._slots)
