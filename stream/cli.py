@@ -72,8 +72,36 @@ def cmd_file(args: argparse.Namespace) -> int:
     from stream.filejob import run_file
 
     cfg = _config(args)
+    if args.dub:
+        return _dub_file(args, cfg)
+    if not args.audio:
+        raise SayAnythingError("file needs VIDEO AUDIO, or VIDEO --dub SUBS.srt --voice LANG: give one")
     model = _model(cfg)
     res = run_file(args.video, args.audio, args.output, cfg, model, realtime=args.realtime, video_mode=args.video_mode)
+    print(_summary(res))
+    return 0
+
+
+def _dub_file(args: argparse.Namespace, cfg: Config) -> int:
+    """Dub a recorded video from timed subtitles spoken with eSpeak NG (translate_bridge)."""
+    from stream.filejob import run_file
+    from stream.sources.file import probe_video
+    from translate_bridge.align import Aligner
+    from translate_bridge.bridge import RATE_HZ, dub_track, policy
+    from translate_bridge.providers.subtitles import parse_subtitles, segments
+
+    if args.audio:
+        raise SayAnythingError("--dub replaces the audio: give VIDEO --dub SUBS.srt, without AUDIO")
+    info = probe_video(args.video)
+    cues = parse_subtitles(args.dub)
+    align, _ = policy(cfg.bridge)
+    duration = info.duration_s if info.duration_s is not None else cues[-1].end_s
+    track, report = dub_track(segments(cues, args.voice), duration, Aligner(align))
+    model = _model(cfg)
+    res = run_file(
+        args.video, (track[:, None], RATE_HZ), args.output, cfg, model, realtime=args.realtime, video_mode="hold"
+    )
+    print(report.summary())
     print(_summary(res))
     return 0
 
@@ -489,7 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("file", help="offline dubbing: VIDEO + AUDIO -> OUT")
     common(f)
     f.add_argument("video")
-    f.add_argument("audio")
+    f.add_argument("audio", nargs="?", help="the driving audio (not with --dub)")
+    f.add_argument("--dub", metavar="SUBS", help="dub from timed subtitles (SRT/VTT) spoken in --voice")
+    f.add_argument("--voice", default="en-us", help="eSpeak NG voice of the dub's language (es, de, ja, ...)")
     f.add_argument("-o", "--output", required=True)
     f.add_argument("--realtime", action="store_true", help="pace at the media rate with live deadlines")
     f.add_argument(

@@ -222,7 +222,13 @@ def test_microphone_audio_reaches_the_virtual_mic_delayed_by_d(pulse) -> None:  
         t_end = time.monotonic() + 10
         while not (rec_in.blocks and rec_out.blocks and mic.blocks) and time.monotonic() < t_end:
             await asyncio.sleep(0.05)
-        assert rec_in.blocks and rec_out.blocks and mic.blocks, (len(rec_in.blocks), len(rec_out.blocks), mic.blocks, rec_in.mic.blocks, rec_out.mic.blocks)
+        assert rec_in.blocks and rec_out.blocks and mic.blocks, (
+            len(rec_in.blocks),
+            len(rec_out.blocks),
+            mic.blocks,
+            rec_in.mic.blocks,
+            rec_out.mic.blocks,
+        )
         feed = _feed(sig, rate)
         await asyncio.sleep(len(sig) / rate + 0.3 + D_MS / 1000 + 1.0)
         task.cancel()
