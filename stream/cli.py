@@ -198,8 +198,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             log.warning("%s", line)
 
+    async def main() -> None:
+        site = None
+        if args.bridge_port is not None:
+            from aiohttp import web
+
+            from translate_bridge.ws import serve_provider
+
+            dub = run.enable_dub(cfg.bridge)
+
+            async def bridge(request: web.Request) -> web.StreamResponse:
+                ws = web.WebSocketResponse(max_msg_size=2 * cfg.bridge.max_message_bytes, heartbeat=20.0)
+                await ws.prepare(request)
+                await serve_provider(ws, dub)
+                return ws
+
+            app = web.Application()
+            app.router.add_get("/bridge", bridge)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", args.bridge_port)
+            await site.start()
+            print(f"dubbing provider WebSocket: ws://127.0.0.1:{args.bridge_port}/bridge (translate_bridge/README.md)")
+        try:
+            await run.run(args.seconds, show)
+        finally:
+            if site is not None:
+                await runner.cleanup()
+
     try:
-        asyncio.run(run.run(args.seconds, show))
+        asyncio.run(main())
     except KeyboardInterrupt:
         pass
     finally:
@@ -541,6 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(rn)
     rn.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     rn.add_argument("--no-mic", action="store_true", help="no microphone (silence: the mouth rests)")
+    rn.add_argument(
+        "--bridge-port", type=int, help="take dubbed speech from a provider on ws://127.0.0.1:PORT/bridge instead"
+    )
     rn.set_defaults(fn=cmd_run)
 
     dv = sub.add_parser("devices", help="cameras, audio devices and virtual camera backends, with set-up hints")

@@ -77,6 +77,7 @@ class LiveRun:
         self.stats = LiveStats()
         self._wake = asyncio.Event()
         self._closed = False
+        self.dub: Any = None  # translate_bridge.bridge.LiveDub when a dubbing provider drives the lips
         self.extra_s = config.live.audio_extra_delay_ms / 1000
 
     def _push_video(self, vf: VideoFrame) -> None:
@@ -87,11 +88,38 @@ class LiveRun:
         self._wake.set()
 
     def _push_audio(self, af: AudioFrame) -> None:
+        if self.dub is not None:
+            return  # dubbed: the presenter's own voice is never heard
+        self._engine_audio(af)
+
+    def _engine_audio(self, af: AudioFrame) -> None:
         try:
             self.session.push_audio(af)
         except Exception as exc:
             log.warning("dropped a microphone block: %s", exc)
         self._wake.set()
+
+    def enable_dub(self, bridge: Any) -> Any:
+        """Let a dubbing provider drive the lips (``bridge``: a ``[bridge]`` config section);
+        returns the :class:`translate_bridge.bridge.LiveDub` to feed."""
+        from translate_bridge.align import Aligner
+        from translate_bridge.bridge import LiveDub, policy
+        from translate_bridge.protocol import Assembler
+
+        align, limits = policy(bridge)
+        origin = self.camera.origin_s if self.camera is not None else (self.mic.origin_s if self.mic else 0.0)
+        self.session.drop_pending_audio()
+        now = self.clock.now() - origin
+        self.dub = LiveDub(
+            self._engine_audio,
+            lambda: self.clock.now() - origin,
+            self.session.delay_s,
+            bridge.deadline_margin_ms / 1000,
+            Aligner(align),
+            Assembler(limits),
+            covered_s=max(0.0, now - self.session.delay_s),
+        )
+        return self.dub
 
     async def run(self, seconds: float | None = None, on_stats: Callable[[str], None] | None = None) -> None:
         """Run until cancelled (or for ``seconds``); devices are closed on the way out."""
@@ -111,11 +139,16 @@ class LiveRun:
                 if nd is None:
                     self._wake.clear()
                     try:
-                        await asyncio.wait_for(self._wake.wait(), 0.5)
+                        await asyncio.wait_for(self._wake.wait(), 0.1 if self.dub is not None else 0.5)
                     except TimeoutError:
                         pass
                 else:
-                    await self.clock.sleep_until(min(nd, end) if end is not None else nd)
+                    t = min(nd, end) if end is not None else nd
+                    if self.dub is not None:
+                        t = min(t, self.clock.now() + 0.1)
+                    await self.clock.sleep_until(t)
+                if self.dub is not None:
+                    self.dub.tick()
                 now = self.clock.now()
                 frames, audio = self.session.pull(now, audio_lead_s=lead)
                 for f in frames:

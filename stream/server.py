@@ -597,42 +597,17 @@ class Server:
 
     async def _bridge(self, request: web.Request) -> web.StreamResponse:
         """A dubbing provider's WebSocket (see translate_bridge/protocol.py for the messages)."""
-        from aiohttp import WSMsgType
-
-        from translate_bridge.protocol import Cancel, EndOfStream, ProtocolError, Segment, parse
+        from translate_bridge.ws import serve_provider
 
         session = self._session(request.match_info["id"])
         if session.bridge_connected:
             raise SignallingError(409, f"session {session.id} already has a dubbing provider connected")
-        limits_bytes = self.config.bridge.max_message_bytes
-        ws = web.WebSocketResponse(max_msg_size=2 * limits_bytes, heartbeat=20.0)
+        ws = web.WebSocketResponse(max_msg_size=2 * self.config.bridge.max_message_bytes, heartbeat=20.0)
         await ws.prepare(request)
         dub = session.start_dub()
         session.bridge_connected = True
         try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    try:
-                        event = parse(msg.data, dub.assembler.limits)
-                        placed = dub.on_event(event)
-                    except ProtocolError as exc:
-                        await ws.send_json({"type": "error", "message": str(exc)})
-                        continue
-                    if isinstance(event, Segment):
-                        reply: dict[str, Any] = {"type": "ack", "id": event.id}
-                        for p in placed:
-                            reply.update(start_ms=round(1000 * p.start_s), speed=round(p.speed, 3))
-                            reply.update(lag_ms=round(1000 * p.lag_s), cut_ms=round(1000 * p.cut_s))
-                        await ws.send_json(reply)
-                    elif isinstance(event, Cancel):
-                        await ws.send_json({"type": "ack", "id": event.id})
-                    elif isinstance(event, EndOfStream):
-                        await ws.send_json({"type": "ack", "end": True})
-                        break
-                elif msg.type == WSMsgType.BINARY:
-                    await ws.send_json({"type": "error", "message": "send JSON text messages (audio as audio_b64)"})
-                elif msg.type == WSMsgType.ERROR:
-                    log.info("session %s: bridge connection error: %s", session.id, ws.exception())
+            await serve_provider(ws, dub)
         finally:
             session.bridge_connected = False
             log.info("session %s: dubbing provider disconnected; the mouth rests until it returns", session.id)

@@ -315,3 +315,48 @@ def test_cli_devices_lists_what_is_there_and_what_is_missing(capsys) -> None:  #
     out = capsys.readouterr().out
     assert "cameras:" in out and "audio:" in out and "virtual camera:" in out
     assert "module-null-sink" in out or "BlackHole" in out or "VB-Cable" in out
+
+
+def test_dubbed_speech_replaces_the_presenters_voice_on_the_virtual_mic(pulse) -> None:  # noqa: ANN001
+    """run --bridge-port's path: a provider's segment reaches the virtual microphone; the
+    presenter's own voice (playing into the microphone all along) never does."""
+    from translate_bridge.protocol import Segment
+
+    rate = 48000
+    voice = speech(3.0, rate)[:, 0]
+
+    async def go() -> Recorder:
+        clock = MonotonicClock()
+        loop = asyncio.get_running_loop()
+        rec = Recorder("sa_vmic.monitor", clock)
+        rec.start(loop)
+        cfg = _config("live.mic_device=sa_feed.monitor", "live.speaker_device=sa_vmic", "playout.delay_ms=800")
+        origin = clock.now()
+        mic = MicSource(cfg.live, clock, origin)
+        run = LiveRun(cfg, MarkerModel(), clock, None, mic, None, SpeakerSink(cfg.live, clock))
+        dub = run.enable_dub(cfg.bridge)
+        task = loop.create_task(run.run())
+        t_end = time.monotonic() + 10
+        while not (rec.blocks and mic.blocks) and time.monotonic() < t_end:
+            await asyncio.sleep(0.05)
+        feed = _feed(voice, rate)  # the presenter speaks
+        t0 = clock.now() - origin + 0.3
+        tone = (0.4 * np.sin(2 * np.pi * 300 * np.arange(rate) / rate)).astype(np.float32)[:, None]
+        dub.on_event(Segment("d1", t0, t0 + 1.0, tone, rate, "hola"))
+        await asyncio.sleep(3.5)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        feed.stop()
+        rec.mic.stop()
+        return rec
+
+    rec = asyncio.run(go())
+    y, ry, _ = rec.signal()
+    hop = ry // 50
+    env = np.sqrt(np.mean(y[: len(y) // hop * hop].reshape(-1, hop) ** 2, axis=1))
+    loud = env > 0.05
+    assert 40 <= loud.sum() <= 60, loud.sum()  # one second of dub (50 blocks of 20 ms), nothing else
+    seg = y[: len(y) // hop * hop].reshape(-1, hop)[loud].reshape(-1)
+    spec = np.abs(np.fft.rfft(seg))
+    assert abs(np.argmax(spec) * ry / seg.size - 300) < 5  # it is the dub's tone, not the voice

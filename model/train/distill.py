@@ -143,7 +143,8 @@ def trajectory_errors(
     (``teacher_same_sigmas``, the fairer baseline: what the student would do untrained)."""
     from model.sampler import ConsistencySampler, EulerSampler
 
-    f, m, a, r = (chunks[k] for k in ("frames", "masks", "audio", "reference"))
+    f = chunks.get("inputs", chunks["frames"])  # the video the model is shown
+    m, a, r = (chunks[k] for k in ("masks", "audio", "reference"))
 
     def run(model: SayAnythingModel, sampler: EulerSampler | ConsistencySampler, n: int, w: float) -> torch.Tensor:
         cond = model.conditions(f, m, a, model.encode_reference(r))
