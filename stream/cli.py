@@ -120,7 +120,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo: {what} + {speech} -> {args.output}, model '{model.name}'")
     if model.name == "identity":
         print(
-            "note: no trained lip-sync model is installed yet, so the 'identity' model runs: the engine "
+            "note: the 'identity' model runs (no lip-sync model): the engine "
             "tracks the face, runs VAD, chunks and composites, but speech frames keep the filmed mouth; "
             "in silence the mouth is held still at rest."
         )

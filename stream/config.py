@@ -62,9 +62,9 @@ class ChunkConfig:
 class ModelConfig:
     """Which lip-sync model runs, and how."""
 
-    name: Literal["identity", "tiny", "sayanything"] = "identity"
+    name: Literal["identity", "tiny", "sayanything"] = "tiny"
     checkpoint: str = ""  # sayanything: a local checkpoint folder (config.json + model.safetensors)
-    steps: int = 4
+    steps: int = 2
     guidance: float = 1.0  # audio guidance of a many-step teacher (a distilled student ignores it)
     reference_guidance: float = 1.0  # reference (identity) guidance of a teacher
     device: str = "cpu"

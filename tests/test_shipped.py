@@ -1,0 +1,61 @@
+"""The shipped tiny weights (model/weights/tiny): they load with no download and drive the
+mouth with the audio on a held-out clip (a regression guard well under the reported figure)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model import SHIPPED_WEIGHTS, load_model
+from model.train.evaluate import engine_output, read_openness
+from model.train.speech import ESpeak
+from model.train.synth import make_clip, rerender
+from stream.config import load
+
+# On this clip the shipped model reaches 0.21 (the input video's own mouth: 0.03); the reported
+# figure over the held-out clips is in BENCHMARKS.md and model/weights/tiny/README.md. This is a
+# regression guard, not a tuning target.
+THRESHOLD_CORR = 0.1
+
+
+@pytest.fixture(scope="module")
+def run():
+    cfg = load(None, ["model.name=tiny", "model.steps=2"])
+    model = load_model(cfg)
+    engine = ESpeak()
+    clip = make_clip(10_000, "test", engine)
+    other = make_clip(20_000, "test", engine)
+    inp = rerender(clip, other.mouth)
+    out, stats = engine_output(clip, inp, cfg, model)
+    return clip, inp, out, stats, model
+
+
+def test_shipped_weights_load_without_download(run) -> None:
+    *_, stats, model = run
+    assert "shipped" in model.name and SHIPPED_WEIGHTS["tiny"].endswith("weights/tiny")
+    assert stats["model_errors"] == 0 and stats["generated"] > 0
+
+
+def test_mouth_follows_the_audio(run) -> None:
+    clip, inp, out, *_ = run
+    got = read_openness(out, clip)
+    before = read_openness(inp, clip)
+    truth = clip.mouth[:, 0]
+    corr = float(np.corrcoef(got, truth)[0, 1])
+    assert corr > THRESHOLD_CORR
+    assert corr > float(np.corrcoef(before, truth)[0, 1]) + 0.08  # better than the input's own mouth
+
+
+def test_silence_keeps_the_mouth_still(run) -> None:
+    clip, _, out, *_ = run
+    from model.train.evaluate import mouth_box
+
+    size = out.shape[1]
+    diffs = []
+    for i in range(1, len(out)):
+        if not clip.speech[i] and not clip.speech[i - 1] and (i < 3 or not clip.speech[i - 3 : i].any()):
+            x0, y0, x1, y1 = mouth_box(clip.keypoints[i], size)
+            a = out[i, y0:y1, x0:x1].astype(np.float32)
+            b = out[i - 1, y0:y1, x0:x1].astype(np.float32)
+            diffs.append(np.abs(a - b).mean())
+    assert diffs and float(np.mean(diffs)) < 6.0
