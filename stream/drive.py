@@ -57,8 +57,11 @@ def run_offline(
     lookahead_frames: int = 32,
 ) -> None:
     """Push everything as fast as it decodes; take frames once ``lookahead_frames`` are pending
-    (so decoding overlaps the model), waiting for the model instead of using deadlines."""
+    (so decoding overlaps the model), waiting for the model instead of using deadlines. When the
+    model worker's queue is full, wait for it before pushing more: offline, no chunk is refused."""
     for item in media:
+        if session.worker.pending >= session.worker.max_pending:
+            emit(*session.pull(wait=True))
         _push(session, item)
         if session.pending_frames > lookahead_frames:
             emit(*session.pull(wait=True))

@@ -597,18 +597,19 @@ def test_cli_interrupt_exits_130_and_keeps_nothing(
     assert os.listdir(out_dir) == []
 
 
-def test_cli_demo_writes_a_synced_file_with_the_identity_model(
-    out_dir: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_demo_writes_a_synced_file_with_the_shipped_model(out_dir: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """README command (a): the bundled character and speech through the engine with the shipped
+    model, end to end."""
     out = os.path.join(out_dir, "demo.mp4")
     assert cli.main(["demo", "-o", out]) == 0
     stdout = capsys.readouterr().out
-    assert "model 'identity'" in stdout
-    assert "'identity' model runs" in stdout
+    assert "model 'sayanything-tiny (shipped)'" in stdout and "identity" not in stdout
     assert f"wrote {out}:" in stdout
+    gen = int(stdout.split("frames: ")[1].split(" from the model")[0])
+    assert gen > 20 and "0 passed through" in stdout and "(0 model errors)" in stdout
     speech_s = media.probe(media.SAMPLE_SPEECH).audio_s
-    assert speech_s > media.probe(media.SAMPLE_FACE, keep_frames=False).video_end_s  # so the clip loops
     p = media.probe(out, keep_frames=False)
-    assert (p.width, p.height) == (640, 480)
+    demo_clip = media.probe(os.path.join(media.ASSETS, "character.mp4"), keep_frames=False)
+    assert (p.width, p.height) == (demo_clip.width, demo_clip.height)
     assert_follows_audio(p, speech_s)
     assert os.listdir(out_dir) == ["demo.mp4"]

@@ -647,7 +647,8 @@ def test_load_model_builds_a_warm_pipeline_from_the_config(saved: tuple[SayAnyth
     chunk = make_chunk(model.config)
     direct = pipeline(copy.deepcopy(model), seed=3, guidance=2.5)
     assert np.array_equal(generate(pipe, chunk), generate(direct, chunk))
-    assert load_model(load(None, [])).name == "identity"
+    assert load_model(load(None, ["model.name=identity"])).name == "identity"
+    assert load_model(load(None, [])).name == "sayanything-tiny (shipped)"  # the default
 
 
 # -- whisper without a folder --------------------------------------------------------------
