@@ -271,51 +271,65 @@ def test_tracks_and_threads_are_released() -> None:
 
 
 async def _measure(n_sessions: int, seconds: float) -> list[dict]:
-    """Serve ``n_sessions`` clients running in their own process (as they would on their own
-    machines) for ``seconds``; per-session output rate, sampled every second."""
+    """Serve ``n_sessions`` clients running in a second process (as they would on other machines)
+    for ``seconds``; per-session output rate, sampled every second."""
     import subprocess
     import sys
 
     cfg = server_config(f"server.max_sessions={n_sessions}")
     async with Running(cfg, MarkerModel()) as srv:
         url = srv.url("/").rstrip("/")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.rtc", url, str(n_sessions), str(seconds + 4.0), stdout=subprocess.PIPE
-        )
-        assert await wait_for(lambda: len(srv.server.sessions) == n_sessions, 20), list(srv.server.ended)
-        await asyncio.sleep(3.0)  # connect and fill the playout delay
-        ids = list(srv.server.sessions)
-        loop = asyncio.get_running_loop()
-        start = {i: srv.server.sessions[i].engine.stats.frames_out for i in ids}
-        series: dict[str, list[int]] = {i: [] for i in ids}
-        t0 = loop.time()
-        while loop.time() - t0 < seconds:
-            await asyncio.sleep(1.0)
-            assert all(i in srv.server.sessions for i in ids), list(srv.server.ended)
-            for i in ids:
-                series[i].append(srv.server.sessions[i].engine.stats.frames_out)
-        elapsed = loop.time() - t0
-        out = []
-        for i in ids:
-            s = srv.server.sessions[i].engine.stats
-            per_s = np.diff([start[i], *series[i]])
-            out.append(
-                {
-                    "fps": (s.frames_out - start[i]) / elapsed,
-                    "min_fps_1s": float(per_s.min()),
-                    "degrade_level": s.degrade_level,
-                    "late": s.late,
-                }
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.rtc", url, str(n_sessions), str(seconds + 4.0), stdout=subprocess.PIPE
             )
-        stdout, _ = await proc.communicate()
-        assert proc.returncode == 0
+        ]
+        try:
+            assert await wait_for(lambda: len(srv.server.sessions) == n_sessions, 20), list(srv.server.ended)
+            await asyncio.sleep(3.0)  # connect and fill the playout delay
+            ids = list(srv.server.sessions)
+            loop = asyncio.get_running_loop()
+            start = {i: srv.server.sessions[i].engine.stats.frames_out for i in ids}
+            series: dict[str, list[int]] = {i: [] for i in ids}
+            t0 = loop.time()
+            while loop.time() - t0 < seconds:
+                await asyncio.sleep(1.0)
+                assert all(i in srv.server.sessions for i in ids), list(srv.server.ended)
+                for i in ids:
+                    series[i].append(srv.server.sessions[i].engine.stats.frames_out)
+            elapsed = loop.time() - t0
+            out = []
+            for i in ids:
+                s = srv.server.sessions[i].engine.stats
+                per_s = np.diff([start[i], *series[i]])
+                out.append(
+                    {
+                        "fps": (s.frames_out - start[i]) / elapsed,
+                        "min_fps_1s": float(per_s.min()),
+                        "degrade_level": s.degrade_level,
+                        "late": s.late,
+                    }
+                )
+            for proc in procs:
+                await proc.communicate()
+                assert proc.returncode == 0
+        finally:
+            for proc in procs:
+                if proc.returncode is None:  # a failed assertion must not leave the clients running
+                    proc.kill()
+                    await proc.wait()
     return out
 
 
 @pytest.mark.slow
 def test_five_sessions_for_a_minute_keep_their_rate_or_degrade() -> None:
     """5 concurrent sessions for 60 s on this machine: each keeps its frame rate within 20 % of a
-    single session's, or the degrade ladder stepped in; none stalls (a frame every second)."""
+    single session's, or the degrade ladder stepped in; none stalls (a frame every second).
+
+    Marked slow and left out of the default run (``python -m pytest -m slow`` runs it): here the
+    server and all five clients share 2 cores, and when they saturate them the clients' or the
+    server's ICE consent checks (0.5 s, RFC 7675) can time out and end a session; it passed 4
+    of 6 runs on an idle machine. BENCHMARKS.md has the measured figures."""
 
     async def go() -> tuple[list[dict], list[dict]]:
         one = await _measure(1, 8.0)
