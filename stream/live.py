@@ -102,23 +102,10 @@ class LiveRun:
     def enable_dub(self, bridge: Any) -> Any:
         """Let a dubbing provider drive the lips (``bridge``: a ``[bridge]`` config section);
         returns the :class:`translate_bridge.bridge.LiveDub` to feed."""
-        from translate_bridge.align import Aligner
-        from translate_bridge.bridge import LiveDub, policy
-        from translate_bridge.protocol import Assembler
+        from translate_bridge.bridge import LiveDub
 
-        align, limits = policy(bridge)
         origin = self.camera.origin_s if self.camera is not None else (self.mic.origin_s if self.mic else 0.0)
-        self.session.drop_pending_audio()
-        now = self.clock.now() - origin
-        self.dub = LiveDub(
-            self._engine_audio,
-            lambda: self.clock.now() - origin,
-            self.session.delay_s,
-            bridge.deadline_margin_ms / 1000,
-            Aligner(align),
-            Assembler(limits),
-            covered_s=max(0.0, now - self.session.delay_s),
-        )
+        self.dub = LiveDub.for_session(self.session, self._engine_audio, lambda: self.clock.now() - origin, bridge)
         return self.dub
 
     async def run(self, seconds: float | None = None, on_stats: Callable[[str], None] | None = None) -> None:

@@ -243,23 +243,10 @@ class PeerSession:
     def start_dub(self) -> Any:
         """Switch the session's driving audio to a dubbing provider (once; reconnects reuse it)."""
         if self.dub is None:
-            from translate_bridge.align import Aligner
-            from translate_bridge.bridge import LiveDub, policy
-            from translate_bridge.protocol import Assembler
+            from translate_bridge.bridge import LiveDub
 
-            cfg = self.server.config.bridge
-            align, limits = policy(cfg)
-            margin = cfg.deadline_margin_ms / 1000
-            now = self.clock.now() - self.origin_s
-            self.engine.drop_pending_audio()  # the original speech still queued is never heard
-            self.dub = LiveDub(
-                self._engine_push,
-                lambda: self.clock.now() - self.origin_s,
-                self.engine.delay_s,
-                margin,
-                Aligner(align),
-                Assembler(limits),
-                covered_s=max(0.0, now - self.engine.delay_s),
+            self.dub = LiveDub.for_session(
+                self.engine, self._engine_push, lambda: self.clock.now() - self.origin_s, self.server.config.bridge
             )
             self._spawn(self._dub_ticker(), "dub-ticker")
         return self.dub

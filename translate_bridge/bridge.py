@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -88,6 +89,25 @@ class LiveDub:
     covered_s: float = 0.0  # audio has been pushed up to here (source timeline)
     late_s: float = 0.0  # dubbed audio that arrived after its slot was filled with silence
     segments: int = 0
+
+    @classmethod
+    def for_session(
+        cls, session: Any, push: Callable[[AudioFrame], None], media_now: Callable[[], float], bridge: Any
+    ) -> LiveDub:
+        """A dub that drives ``session`` (a :class:`stream.session.LipSyncSession`) from now on,
+        configured by a ``[bridge]`` config section: the original audio still queued in the
+        session is dropped (never heard) and silence covers from the oldest time not yet due."""
+        align, limits = policy(bridge)
+        session.drop_pending_audio()
+        return cls(
+            push,
+            media_now,
+            session.delay_s,
+            bridge.deadline_margin_ms / 1000,
+            Aligner(align),
+            Assembler(limits),
+            covered_s=max(0.0, media_now() - session.delay_s),
+        )
 
     def on_event(self, event: Event) -> list[Placement]:
         placed = []
