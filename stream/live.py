@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 from stream.clock import Clock
 from stream.config import Config
 from stream.frames import AudioFrame, VideoFrame
+from stream.playout import OutputWindow
 from stream.session import LipSyncSession
 from stream.sinks.speaker import SpeakerSink
 from stream.sinks.virtualcam import VirtualCameraSink
@@ -34,18 +34,16 @@ AUDIO_LEAD_S = 0.25  # audio goes to the device this early; the device schedules
 
 @dataclass
 class LiveStats:
-    frames: deque = field(default_factory=lambda: deque(maxlen=250))  # (emitted_s, added_s)
+    window: OutputWindow = field(default_factory=OutputWindow)
     speech: bool = False
     sent_frames: list[tuple[float, float]] = field(default_factory=list)  # (capture media s, sent clock s), capped
 
     def line(self, session: LipSyncSession, now: float) -> str:
-        recent = [(t, a) for t, a in self.frames if now - t <= 2.0]
-        fps = len(recent) / 2.0 if recent else 0.0
-        lat = sorted(a for _, a in recent) or [0.0]
+        w = self.window.summary(now)
         s = session.stats
         return (
-            f"{fps:5.1f} fps | added latency p50 {1000 * lat[len(lat) // 2]:4.0f} ms "
-            f"p95 {1000 * lat[min(len(lat) - 1, int(0.95 * len(lat)))]:4.0f} ms | late {s.late} | "
+            f"{w['fps']:5.1f} fps | added latency p50 {w['added_latency_ms_p50']:4.0f} ms "
+            f"p95 {w['added_latency_ms_p95']:4.0f} ms | late {s.late} | "
             f"{'SPEECH ' if self.speech else 'silence'} | generated {s.generated} rest {s.rest} "
             f"hold {s.hold} passthrough {s.passthrough}"
         )
@@ -140,7 +138,7 @@ class LiveRun:
                 frames, audio = self.session.pull(now, audio_lead_s=lead)
                 for f in frames:
                     self._send_video(f.frame.image, now)
-                    self.stats.frames.append((now, now - f.deadline_s + self.session.delay_s))
+                    self.stats.window.add(now, now - f.deadline_s + self.session.delay_s)
                     if len(self.stats.sent_frames) < 100000:
                         self.stats.sent_frames.append((f.frame.time_s, now))
                     self.stats.speech = f.speech

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stream.config import ChunkConfig, PlayoutConfig
 
@@ -65,3 +65,25 @@ class DegradeLadder:
             log.info("deadlines met again; stepping back up to %s", self.rung)
             return True
         return False
+
+
+@dataclass
+class OutputWindow:
+    """Output timing over the last two seconds, for live stats (server page, live stats line)."""
+
+    frames: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))  # (emitted, added s)
+
+    def add(self, emitted_s: float, added_s: float) -> None:
+        self.frames.append((emitted_s, added_s))
+
+    def summary(self, now: float) -> dict[str, float]:
+        recent = [(t, a) for t, a in self.frames if now - t <= 2.0]
+        if not recent:
+            return {"fps": 0.0, "added_latency_ms_p50": 0.0, "added_latency_ms_p95": 0.0}
+        span = max(now - recent[0][0], 1e-3)
+        lat = sorted(a for _, a in recent)
+        return {
+            "fps": round(len(recent) / max(span, 0.5), 1),
+            "added_latency_ms_p50": round(1000 * lat[len(lat) // 2], 1),
+            "added_latency_ms_p95": round(1000 * lat[min(len(lat) - 1, int(0.95 * len(lat)))], 1),
+        }

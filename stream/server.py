@@ -34,7 +34,6 @@ import logging
 import secrets
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -44,6 +43,7 @@ from stream.clock import MonotonicClock
 from stream.config import Config
 from stream.errors import ConfigError
 from stream.frames import AudioFrame, VideoFrame
+from stream.playout import OutputWindow
 from stream.session import LipSyncSession
 from stream.sinks.webrtc import OutputAudioTrack, OutputVideoTrack
 from stream.sources.webrtc import PeerTimeline, pump, watch_sender_reports
@@ -120,28 +120,6 @@ async def _negotiate(pc: Any, offer: Any, before_answer: Any = None) -> str:
     return str(pc.localDescription.sdp)
 
 
-@dataclass
-class _Window:
-    """Output timing over the last few seconds, for live stats."""
-
-    frames: deque = field(default_factory=lambda: deque(maxlen=300))  # (emitted_s, added_latency_s)
-
-    def add(self, emitted_s: float, added_s: float) -> None:
-        self.frames.append((emitted_s, added_s))
-
-    def summary(self, now: float) -> dict[str, float]:
-        recent = [(t, a) for t, a in self.frames if now - t <= 2.0]
-        if not recent:
-            return {"fps": 0.0, "added_latency_ms_p50": 0.0, "added_latency_ms_p95": 0.0}
-        span = max(now - recent[0][0], 1e-3)
-        lat = sorted(a for _, a in recent)
-        return {
-            "fps": round(len(recent) / max(span, 0.5), 1),
-            "added_latency_ms_p50": round(1000 * lat[len(lat) // 2], 1),
-            "added_latency_ms_p95": round(1000 * lat[min(len(lat) - 1, int(0.95 * len(lat)))], 1),
-        }
-
-
 class PeerSession:
     """One peer connection and the engine session that lip-syncs its video."""
 
@@ -164,7 +142,7 @@ class PeerSession:
         self.tasks: set[asyncio.Task] = set()
         self.last_media_s = self.origin_s
         self.timeline = PeerTimeline(self.origin_s)
-        self.window = _Window()
+        self.window = OutputWindow()
         self.speech = False
         self.dub: Any = None  # translate_bridge.bridge.LiveDub once a provider connected
         self.bridge_connected = False
