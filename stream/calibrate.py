@@ -7,7 +7,6 @@ offset corrects it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -114,7 +113,3 @@ def flash_times(samples: list[tuple[float, float]]) -> list[float]:
     t = np.array([s[0] for s in samples])
     v = np.array([s[1] for s in samples])
     return onsets(t, v, (FLASH_LEVEL + BASE_LEVEL) / 2, 0.3)
-
-
-async def settle(seconds: float) -> None:
-    await asyncio.sleep(seconds)

@@ -8,6 +8,8 @@ from fractions import Fraction
 
 import numpy as np
 
+MICROSECONDS = Fraction(1, 1_000_000)  # the time base live sources stamp frames in
+
 
 @dataclass(frozen=True, slots=True)
 class VideoFrame:

@@ -15,17 +15,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from fractions import Fraction
 
 import av
 
 from stream.clock import Clock
 from stream.config import LiveConfig
+from stream.frames import MICROSECONDS as TIME_BASE
 from stream.frames import VideoFrame
 
 log = logging.getLogger(__name__)
-
-TIME_BASE = Fraction(1, 1_000_000)
 
 
 def default_format() -> str:

@@ -23,11 +23,10 @@ import av
 import numpy as np
 
 from stream.clock import Clock
+from stream.frames import MICROSECONDS as TIME_BASE
 from stream.frames import AudioFrame, VideoFrame
 
 log = logging.getLogger(__name__)
-
-TIME_BASE = Fraction(1, 1_000_000)  # engine-side pts unit of stamped frames
 
 
 class Stamper:
@@ -53,7 +52,11 @@ class Stamper:
                     self.reanchored += 1
                 self._base = arrival - frame_time_s
                 t = arrival
-        t = max(t, self._last + 1e-6)  # strictly increasing
+        return self.keep_increasing(t)
+
+    def keep_increasing(self, t: float) -> float:
+        """``t``, or just after the previous stamp if it is not later (stamps strictly increase)."""
+        t = max(t, self._last + 1e-6)
         self._last = t
         return t
 
@@ -179,8 +182,7 @@ async def pump(
             sender_s = timeline.sender_time(kind, int(frame.pts), 1 / float(frame.time_base))
         if sender_s is not None:
             assert timeline is not None
-            t = max(timeline.stamp(now, sender_s), stamper._last + 1e-6)
-            stamper._last = t
+            t = stamper.keep_increasing(timeline.stamp(now, sender_s))
         else:
             t = stamper.stamp(now, _frame_time(frame))
         try:
