@@ -30,8 +30,27 @@ def server_config(*overrides: str) -> Config:
     return load(None, [*LOOPBACK, "playout.delay_ms=600", *overrides])
 
 
-class PacedVideo(MediaStreamTrack):
-    """Frames from a list at ``fps``, paced on the wall clock, looping; ``stall`` stops output."""
+class _Paced(MediaStreamTrack):
+    """Hands out its i-th item at t0 + i * period on the wall clock; ``stall`` stops output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.i = 0
+        self.t0: float | None = None
+        self.stall = False
+
+    async def _wait_turn(self, period_s: float) -> None:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self.t0 is None:
+            self.t0 = time.monotonic()
+        while self.stall:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(max(0.0, self.t0 + self.i * period_s - time.monotonic()))
+
+
+class PacedVideo(_Paced):
+    """Frames from a list at ``fps``, looping."""
 
     kind = "video"
 
@@ -39,20 +58,10 @@ class PacedVideo(MediaStreamTrack):
         super().__init__()
         self.frames = frames
         self.fps = fps
-        self.i = 0
-        self.t0: float | None = None
         self.sent_at: list[float] = []
-        self.stall = False
 
     async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self.t0 is None:
-            self.t0 = time.monotonic()
-        while self.stall:
-            await asyncio.sleep(0.05)
-        due = self.t0 + self.i / self.fps
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        await self._wait_turn(1 / self.fps)
         img = self.frames[self.i % len(self.frames)]
         frame = av.VideoFrame.from_ndarray(img, format="rgb24")
         frame.pts = self.i * (90000 // self.fps)
@@ -62,8 +71,8 @@ class PacedVideo(MediaStreamTrack):
         return frame
 
 
-class PacedAudio(MediaStreamTrack):
-    """Mono float samples at ``rate`` in 20 ms s16 blocks, paced on the wall clock, looping."""
+class PacedAudio(_Paced):
+    """Mono float samples at ``rate`` in 20 ms s16 blocks, looping."""
 
     kind = "audio"
 
@@ -72,19 +81,9 @@ class PacedAudio(MediaStreamTrack):
         self.samples = samples
         self.rate = rate
         self.block = rate // 50
-        self.i = 0
-        self.t0: float | None = None
-        self.stall = False
 
     async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self.t0 is None:
-            self.t0 = time.monotonic()
-        while self.stall:
-            await asyncio.sleep(0.05)
-        due = self.t0 + self.i * self.block / self.rate
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        await self._wait_turn(self.block / self.rate)
         start = (self.i * self.block) % len(self.samples)
         chunk = np.take(self.samples, np.arange(start, start + self.block), mode="wrap")
         pcm = (np.clip(chunk, -1, 1) * 32767).astype(np.int16).reshape(1, -1)
