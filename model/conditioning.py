@@ -104,9 +104,56 @@ class WhisperAudioEncoder(nn.Module):
         return self.norm(self.proj(h)).reshape(b, f, self.config.tokens_per_frame, -1)
 
 
+MOUTH_PARAMS = 4  # open, width, round, lip_bite (model/train/synth.py)
+
+
+class MouthAudioEncoder(MelAudioEncoder):
+    """Log-mel window -> (tokens, mouth parameters). A deeper conv trunk than ``mel`` (5 layers,
+    residual), a head predicting the frame's 4 mouth parameters, and tokens that carry both the
+    pooled trunk features and that prediction (embedded and added to every token), so the
+    denoiser is told the opening outright and can still read finer cues from the features.
+
+    The head is what the audio pre-training supervises (``model/train/audio.py``) and what the
+    diffusion training keeps honest with an auxiliary loss."""
+
+    def __init__(self, config: AudioEncoderConfig, dim: int) -> None:
+        super().__init__(config, dim)
+        h = config.hidden
+        self.net = nn.Sequential(
+            nn.Conv1d(config.n_mels, h, 5, padding=2),
+            nn.SiLU(),
+            nn.Conv1d(h, h, 3, stride=2, padding=1),
+            nn.SiLU(),
+        )
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv1d(h, h, 3, padding=1), nn.SiLU(), nn.Conv1d(h, h, 3, padding=1)) for _ in range(2)
+        )
+        self.head = nn.Sequential(nn.Linear(2 * h, h), nn.SiLU(), nn.Linear(h, MOUTH_PARAMS))
+        self.mouth_embed = nn.Linear(MOUTH_PARAMS, dim)
+
+    def features(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio (B, F, n) -> tokens (B, F, tokens_per_frame, dim), mouth (B, F, 4)."""
+        b, f = audio.shape[:2]
+        mel = self.log_mel(audio).to(self.proj.weight.dtype)
+        mel = (mel + 5.0) / 4.0  # log-mel of speech spans about -13..3: bring it near unit scale
+        x = self.net(mel)
+        for blk in self.blocks:
+            x = x + blk(x)
+        x = torch.nn.functional.silu(x)
+        centre = x[:, :, (x.shape[-1] * 5) // 7]  # the frame's own time (200 of 280 ms into the window)
+        mouth = self.head(torch.cat([x.mean(dim=-1), centre], dim=-1))
+        tok = self.proj(self.pool(x).transpose(1, 2)) + self.mouth_embed(mouth)[:, None]
+        return self.norm(tok).reshape(b, f, self.config.tokens_per_frame, -1), mouth.reshape(b, f, MOUTH_PARAMS)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.features(audio)[0]
+
+
 def build_audio_encoder(config: AudioEncoderConfig, dim: int) -> nn.Module:
     if config.kind == "whisper":
         return WhisperAudioEncoder(config, dim)
+    if config.kind == "mouth":
+        return MouthAudioEncoder(config, dim)
     return MelAudioEncoder(config, dim)
 
 

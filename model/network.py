@@ -54,10 +54,16 @@ class SayAnythingModel(nn.Module):
         return self.id_guider(self.vae.encode(reference[:, None])[:, 0])
 
     def conditions(
-        self, frames: torch.Tensor, masks: torch.Tensor, audio: torch.Tensor, id_features: list[torch.Tensor]
+        self,
+        frames: torch.Tensor,
+        masks: torch.Tensor,
+        audio: torch.Tensor,
+        id_features: list[torch.Tensor],
+        masked_latents: torch.Tensor | None = None,
     ) -> Conditions:
-        """frames (B, F, 3, H, W) in [-1, 1]; masks (B, F, 1, H, W) in {0, 1}; audio (B, F, n)."""
-        masked = self.vae.encode(frames * (1.0 - masks))
+        """frames (B, F, 3, H, W) in [-1, 1]; masks (B, F, 1, H, W) in {0, 1}; audio (B, F, n).
+        ``masked_latents``: ``vae.encode(frames * (1 - masks))`` when the caller already has it."""
+        masked = self.vae.encode(frames * (1.0 - masks)) if masked_latents is None else masked_latents
         h, w = masked.shape[-2:]
         mask_lat = F.adaptive_max_pool2d(masks.flatten(0, 1), (h, w)).reshape(*masks.shape[:3], h, w)
         return Conditions(masked, mask_lat.to(masked.dtype), self.audio_encoder(audio), id_features)

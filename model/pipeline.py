@@ -21,6 +21,8 @@ from stream.worker import ModelChunk
 
 log = logging.getLogger(__name__)
 
+# latent pixels decoded around the mask's box: the decoder's convolutions see this much context
+DECODE_MARGIN = 2
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -58,6 +60,8 @@ class SayAnythingPipeline:
         self.guidance = 1.0 if self.config.consistency else guidance
         self.reference_guidance = 1.0 if self.config.consistency else reference_guidance
         self.seed = seed
+        # (times, latents, frames, masks) of the last chunk's masked frames, for the overlap
+        self._last_encoded: tuple[list[float], torch.Tensor, np.ndarray, np.ndarray] | None = None
         c = self.config
         self.sampler: EulerSampler | ConsistencySampler = (
             ConsistencySampler(c.sigma_min, c.sigma_max, base_steps=c.distill_base_steps)
@@ -77,12 +81,23 @@ class SayAnythingPipeline:
 
     @torch.inference_mode()
     def sample(
-        self, frames: torch.Tensor, masks: torch.Tensor, audio: torch.Tensor, reference: Reference, steps: int
+        self,
+        frames: torch.Tensor,
+        masks: torch.Tensor,
+        audio: torch.Tensor,
+        reference: Reference,
+        steps: int,
+        masked_latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """frames (B, F, 3, H, W) in [-1, 1], masks (B, F, 1, H, W) in {0, 1}, audio (B, F, n) ->
-        generated frames (B, F, 3, H, W) in [-1, 1], composited so unmasked pixels are the input's."""
+        generated frames (B, F, 3, H, W) in [-1, 1], composited so unmasked pixels are the input's.
+
+        ``masked_latents``: the masked frames' latents when the caller has them (see
+        ``generate``). Only the latent box holding every frame's mask (plus ``DECODE_MARGIN``
+        latent pixels for the decoder's receptive field) is decoded: the rest of the output is
+        the input's anyway."""
         m = self.model
-        cond = m.conditions(frames, masks, audio, reference.id_features)
+        cond = m.conditions(frames, masks, audio, reference.id_features, masked_latents)
         self.sampler.set_timesteps(steps)
         gen = torch.Generator().manual_seed(self.seed)
         # the sampler state stays float32 (as diffusers' schedulers upcast): in bfloat16 an Euler
@@ -92,8 +107,21 @@ class SayAnythingPipeline:
             sigma = torch.full((x.shape[0],), float(s), device=self.device, dtype=torch.float32)
             d = m.guided_denoise(x.to(self.dtype), sigma, cond, self.guidance, self.reference_guidance)
             x = self.sampler.step(d.float(), i, x, gen)
-        out = m.vae.decode(x.to(self.dtype)).clamp(-1, 1)
-        return frames * (1 - masks) + out * masks
+        out = frames.clone()
+        lat = cond.mask_latent.amax(dim=(0, 1, 2))  # (h, w): any frame's mask
+        rows, cols = torch.nonzero(lat.sum(1)).flatten(), torch.nonzero(lat.sum(0)).flatten()
+        if rows.numel() == 0:
+            return out
+        h, w = lat.shape
+        k = DECODE_MARGIN
+        y0, y1 = max(0, int(rows[0]) - k), min(h, int(rows[-1]) + 1 + k)
+        x0, x1 = max(0, int(cols[0]) - k), min(w, int(cols[-1]) + 1 + k)
+        f = frames.shape[-1] // w  # the VAE's down factor
+        dec = m.vae.decode(x[..., y0:y1, x0:x1].to(self.dtype)).clamp(-1, 1)
+        box = (..., slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
+        mb = masks[box]
+        out[box] = frames[box] * (1 - mb) + dec.to(frames.dtype) * mb
+        return out
 
     # -- LipSyncModel protocol ---------------------------------------------------------
     @torch.inference_mode()
@@ -101,11 +129,38 @@ class SayAnythingPipeline:
         ref = self._to_tensor(crop[None])[:, 0]
         return Reference(self.model.encode_reference(ref))
 
+    @torch.inference_mode()
+    def _masked_latents(self, chunk: ModelChunk, frames: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Latents of the masked frames; frames the previous chunk already encoded (the chunk
+        overlap: same media time, same pixels, same mask) are taken from it, not re-encoded."""
+        n = frames.shape[1]
+        prev = self._last_encoded
+        reuse = 0
+        if prev is not None:
+            times, lat, px, mk = prev
+            while (
+                reuse < n
+                and reuse < len(times)
+                and chunk.times_s[reuse] in times
+                and np.array_equal(chunk.frames[reuse], px[times.index(chunk.times_s[reuse])])
+                and np.array_equal(chunk.masks[reuse], mk[times.index(chunk.times_s[reuse])])
+            ):
+                reuse += 1
+        parts = []
+        if reuse:
+            times, lat, _, _ = prev  # type: ignore[misc]
+            parts.append(lat[:, [times.index(t) for t in chunk.times_s[:reuse]]])
+        if reuse < n:
+            parts.append(self.model.vae.encode((frames * (1.0 - masks))[:, reuse:]))
+        out = torch.cat(parts, dim=1)
+        self._last_encoded = (list(chunk.times_s), out, chunk.frames, chunk.masks)
+        return out
+
     def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
         frames = self._to_tensor(chunk.frames)
         masks = torch.from_numpy((chunk.masks > 0.02).astype(np.float32)).to(self.device, self.dtype)[None, :, None]
         audio = torch.from_numpy(chunk.audio).to(self.device, self.dtype)[None]
-        out = self.sample(frames, masks, audio, reference, steps)
+        out = self.sample(frames, masks, audio, reference, steps, self._masked_latents(chunk, frames, masks))
         img = ((out[0].float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
         return img.permute(0, 2, 3, 1).cpu().numpy()
 

@@ -484,7 +484,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     pipe = SayAnythingPipeline(net, guidance=args.guidance, seed=cfg.model.seed)
     cfg = load(args.config, [*(args.set or []), f"model.steps={args.steps}"])
     engine = ESpeak()
-    clips = [make_clip(10_000 + i, "test", engine) for i in range(args.clips)]
+    clips = [make_clip(10_000 + i, args.split, engine) for i in range(args.clips)]
     others = [make_clip(20_000 + i, "test", engine) for i in range(args.clips)]
     res = evaluate(clips, others, cfg, pipe)
     names = {
@@ -493,12 +493,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "audio_energy": "audio energy",
         "truth_readout": "truth",
     }
-    print(f"{args.clips} held-out clips, {args.steps} steps")
-    print(f"{'':14} {'corr':>6} {'offset':>7} {'still sil':>10} {'still sp':>9} {'seam':>6} {'PSNR':>6} {'SSIM':>6}")
+    print(f"{args.clips} held-out clips ({args.split}), {args.steps} steps; mean +- std over clips")
+    print(f"{'':14} {'corr':>13} {'offset':>11} {'still sil':>10} {'still sp':>9} {'seam':>6} {'PSNR':>6} {'SSIM':>6}")
     for k, v in res.items():
         print(
-            f"{names[k]:14} {v['corr']:6.3f} {v['offset_frames']:7.2f} {v['still_silence']:10.2f} "
-            f"{v['still_speech']:9.2f} {v['seam_ratio']:6.2f} {v['psnr_db']:6.1f} {v['ssim']:6.3f}"
+            f"{names[k]:14} {v['corr']:6.3f}+-{v['corr_std']:.3f} "
+            f"{v['offset_frames']:5.2f}+-{v['offset_frames_std']:.2f} "
+            f"{v['still_silence']:10.2f} {v['still_speech']:9.2f} {v['seam_ratio']:6.2f} {v['psnr_db']:6.1f} "
+            f"{v['ssim']:6.3f}"
         )
     if args.json:
         with open(args.json, "w") as fh:
@@ -514,8 +516,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         with open(args.write, "a") as fh:
             for k, v in res.items():
                 fh.write(
-                    f"| {datetime.date.today()} | {machine()} | {names[k]} | {args.clips} | {args.steps} | "
-                    f"{v['corr']:.3f} | {v['offset_frames']:.2f} | {v['still_silence']:.2f} | "
+                    f"| {datetime.date.today()} | {machine()} | {names[k]} | {args.split} | {args.clips} | "
+                    f"{args.steps} | "
+                    f"{v['corr']:.3f} +- {v['corr_std']:.3f} | {v['offset_frames']:.2f} | {v['still_silence']:.2f} | "
                     f"{v['still_speech']:.2f} | "
                     f"{v['seam_ratio']:.2f} | {v['psnr_db']:.1f} | {v['ssim']:.3f} | `{cmd}` |\n"
                 )
@@ -634,6 +637,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(ev)
     ev.add_argument("--checkpoint", required=True, metavar="DIR")
     ev.add_argument("--clips", type=int, default=8)
+    ev.add_argument(
+        "--split",
+        choices=("test", "test_languages"),
+        default="test",
+        help="held-out English voices (test) or languages no part of the model trained on",
+    )
     ev.add_argument("--steps", type=int, default=2)
     ev.add_argument("--guidance", type=float, default=1.0, help="audio guidance (teacher checkpoints only)")
     ev.add_argument("--json", metavar="PATH")

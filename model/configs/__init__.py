@@ -52,9 +52,12 @@ class VAEConfig:
 @dataclass(frozen=True)
 class AudioEncoderConfig:
     """Per-frame audio features. ``mel``: a small encoder over a log-mel window around each frame.
-    ``whisper``: a Whisper encoder loaded from a local folder (``whisper_path``)."""
+    ``whisper``: a Whisper encoder loaded from a local folder (``whisper_path``).
+    ``mouth``: a deeper log-mel encoder with a head that predicts the frame's mouth parameters
+    (open, width, round, lip bite), pre-trained on them directly (``model/train/audio.py``); its
+    prediction is part of every token."""
 
-    kind: Literal["mel", "whisper"] = "mel"
+    kind: Literal["mel", "whisper", "mouth"] = "mel"
     n_mels: int = 40
     window_before_ms: int = 200
     window_after_ms: int = 80

@@ -179,7 +179,14 @@ def evaluate(clips: list[Clip], distractors: list[Clip], config: Any, model: Any
         energy[:, 0] = energy_openness(clip.audio, len(clip.mouth))
         rows["audio_energy"].append(score(rerender(clip, energy), clip))
         rows["truth_readout"].append(score(clip.frames, clip))
-    return {
-        k: {m: float(np.nanmean([getattr(s, m) for s in v])) for m in ClipScores.__dataclass_fields__}
-        for k, v in rows.items()
-    }
+    return {k: summarise(v) for k, v in rows.items()}
+
+
+def summarise(scores: list[ClipScores]) -> dict[str, float]:
+    """Mean of each metric over clips, and its spread (``<metric>_std``, over clips)."""
+    out: dict[str, float] = {}
+    for m in ClipScores.__dataclass_fields__:
+        vals = [getattr(s, m) for s in scores]
+        out[m] = float(np.nanmean(vals))
+        out[f"{m}_std"] = float(np.nanstd(vals))
+    return out

@@ -19,7 +19,7 @@ from model.train.speech import ESpeak, Phoneme
 
 FPS = 25
 SAMPLE_RATE_HZ = 16000
-Split = Literal["train", "val", "test"]
+Split = Literal["train", "val", "test", "test_languages"]
 
 # (open, width, round, lip_bite) per viseme class. Rest = closed, relaxed.
 REST = (0.0, 0.5, 0.0, 0.0)
@@ -126,8 +126,14 @@ VOICES: dict[Split, tuple[str, ...]] = {
     "train": ("en-us", "en-us+f2", "en+m3", "en-gb-x-rp", "en-gb-scotland+f3", "en-us-nyc", "en+f4", "en-029+m2"),
     "val": ("en-gb-x-gbclan", "en+f3"),
     "test": ("en-gb-x-gbcwmd+f2", "en-us+m4"),
+    # languages no part of the model trained on (model/train/voices.py), with held-out variants
+    "test_languages": tuple(
+        f"{lang}{var}"
+        for lang in ("de", "es", "fr", "hi", "cmn", "ru", "pt", "it")
+        for var in ("", "+f2", "+m4", "+klatt3", "+Alicia", "+benjamin", "+iven2")
+    ),
 }
-STYLE_SEED_OFFSET: dict[Split, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+STYLE_SEED_OFFSET: dict[Split, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000, "test_languages": 2_000_000}
 
 
 @dataclass
@@ -196,11 +202,18 @@ def make_clip(
     t = float(rng.uniform(0.2, 0.8))
     pieces.append(np.zeros(round(t * SAMPLE_RATE_HZ), np.float32))
     for _ in range(int(rng.integers(sentences[0], sentences[1] + 1))):
-        text = random_text(rng)
+        if split == "test_languages":
+            from model.train.voices import script_of
+            from model.train.voices import text as script_text
+
+            text = script_text(rng, script_of(voice.split("+")[0]))
+        else:
+            text = random_text(rng)
         texts.append(text)
         u = engine.synthesize(text, voice, rate_wpm, pitch)
         audio = _resample(u.audio, u.sample_rate_hz)
-        phonemes += [Phoneme(p.name, t + p.start_s) for p in u.phonemes]
+        # "(en)" and the like mark a language switch, not a sound
+        phonemes += [Phoneme(p.name, t + p.start_s) for p in u.phonemes if not p.name.startswith("(")]
         pieces.append(audio)
         t += audio.shape[0] / SAMPLE_RATE_HZ
         gap = float(rng.uniform(0.3, 0.8) if rng.random() < 0.6 else rng.uniform(1.2, 2.5))

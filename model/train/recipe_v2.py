@@ -1,0 +1,93 @@
+"""The tiny v2 recipe, one command from nothing to a checkpoint (resumable at every stage):
+
+    python -m model.train.recipe_v2 --out runs/tiny_v2 [--clips 200] [--steps 1500]
+
+1. audio pre-training on many eSpeak NG languages and voices (``model/train/audio.py``);
+2. synthetic training chunks (``dataset.build``, cached) and their frozen-VAE latents (cached);
+3. the model: the shipped tiny model's VAE, UNet and ID-guider, the pre-trained ``mouth`` audio
+   encoder in place of its ``mel`` one;
+4. direct few-step training (``model/train/fewstep.py``), EMA weights saved to ``--out``.
+
+Stages already done (files present under ``--out`` / ``--cache``) are skipped, and the
+few-step stage resumes from its last saved step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import time
+
+import torch
+
+from model.checkpoint import load_checkpoint
+from model.conditioning import MouthAudioEncoder
+from model.configs import AudioEncoderConfig
+from model.network import SayAnythingModel
+from model.train import audio as audio_train
+from model.train.dataset import build
+from model.train.fewstep import FewStepConfig, LatentSet, encode_latents, train_fewstep
+
+log = logging.getLogger("recipe_v2")
+SHIPPED = os.path.join(os.path.dirname(__file__), "..", "weights", "tiny")
+AUDIO = AudioEncoderConfig(kind="mouth", n_mels=40, hidden=96, tokens_per_frame=2)
+
+
+def initial_model(audio_dir: str, base: str = SHIPPED) -> SayAnythingModel:
+    old = load_checkpoint(base)
+    config = dataclasses.replace(old.config, audio=AUDIO, consistency=True)
+    model = SayAnythingModel(config)
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("audio_encoder.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith("audio_encoder.") for k in missing), (missing, unexpected)
+    saved = torch.load(os.path.join(audio_dir, "audio_encoder.pt"), weights_only=False)
+    assert isinstance(model.audio_encoder, MouthAudioEncoder)
+    model.audio_encoder.load_state_dict(saved["state"])
+    return model.float()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/tiny_v2")
+    ap.add_argument("--cache", default="runs/cache")
+    ap.add_argument("--clips", type=int, default=200, help="synthetic training clips")
+    ap.add_argument("--utterances", type=int, default=2000, help="speech utterances for the audio pre-training")
+    ap.add_argument("--audio-steps", type=int, default=4000)
+    ap.add_argument("--steps", type=int, default=1500, help="few-step training steps")
+    ap.add_argument("--batch-size", type=int, default=4)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    t0 = time.time()
+    audio_dir = os.path.join(args.out, "audio")
+    if not os.path.isfile(os.path.join(audio_dir, "audio_encoder.pt")):
+        report = audio_train.run(
+            audio_dir, args.utterances, 60, audio_train.AudioTrainConfig(steps=args.audio_steps), args.cache, AUDIO, 64
+        )
+        log.info("audio pre-training: %s", json.dumps(report))
+    model = initial_model(audio_dir)
+    lat_path = os.path.join(args.cache, f"latents_train_0_{args.clips}_v1.npz")
+    if os.path.isfile(lat_path):
+        latents = LatentSet.load(lat_path)
+    else:
+        chunks = build(model.config, "train", range(args.clips), args.cache)
+        log.info("%d chunks from %d clips (%.0f s)", len(chunks), args.clips, time.time() - t0)
+        latents = encode_latents(model, chunks)
+        latents.save(lat_path)
+        del chunks
+        log.info("latents cached (%.0f s)", time.time() - t0)
+    tc = FewStepConfig(steps=args.steps, batch_size=args.batch_size)
+
+    def progress(step: int, losses: dict[str, float]) -> None:
+        if step % 25 == 0:
+            log.info("step %d %s (%.0f s)", step, {k: round(v, 4) for k, v in losses.items()}, time.time() - t0)
+
+    train_fewstep(model, latents, tc, args.out, progress)
+    log.info("done in %.0f s", time.time() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

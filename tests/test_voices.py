@@ -1,0 +1,67 @@
+"""The many-voice speech source (model/train/voices.py) and the supervised audio path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("espeakng_loader")
+
+from model.train import voices as V  # noqa: E402
+from model.train.speech import ESpeak  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def engine() -> ESpeak:
+    return ESpeak()
+
+
+def test_splits_hold_out_whole_languages_and_variants() -> None:
+    train_langs, train_vars = V.voices("train")
+    test_langs, test_vars = V.voices("test_languages")
+    assert len(train_langs) > 80 and len(train_vars) > 50
+    assert sorted(test_langs) == sorted(V.HELD_OUT_LANGUAGES)
+    assert not set(train_langs) & set(test_langs)
+    assert not set(train_vars) & set(V.HELD_OUT_VARIANTS)
+    assert not {x.lower() for x in train_langs} & set(V.HELD_OUT_ENGLISH)
+
+
+def test_deterministic(engine: ESpeak) -> None:
+    a = V.make_speech(7, "train", engine)
+    engine._memo.clear()  # synthesise again rather than return the memoised utterance
+    b = V.make_speech(7, "train", engine)
+    assert a.voice == b.voice and a.text == b.text
+    # eSpeak NG's noise sources drift by a few samples between syntheses: the truth and the
+    # length agree within that
+    assert abs(a.audio.shape[0] - b.audio.shape[0]) < 160
+    np.testing.assert_allclose(a.mouth, b.mouth, atol=0.05)
+
+
+@pytest.mark.parametrize("lang", ["ru", "hi", "cmn", "ko", "ja", "el", "ar"])
+def test_text_in_the_language_script_is_not_read_as_english(engine: ESpeak, lang: str) -> None:
+    rng = np.random.default_rng(0)
+    u = engine.synthesize(V.text(rng, V.script_of(lang)), lang, 160, 50)
+    names = [p.name for p in u.phonemes]
+    assert "(en)" not in names, names
+    assert sum(not n.startswith("_") for n in names) >= 6
+
+
+def test_mouth_truth_is_aligned_with_the_audio(engine: ESpeak) -> None:
+    """Frames the truth calls speech carry the sound; frames it calls silence do not, and an
+    open mouth goes with loud audio (the energy of each frame's own 40 ms)."""
+    for seed in range(4):
+        sp = V.make_speech(seed, "test_languages", engine, augment=False)
+        hop = 640
+        n = len(sp.mouth)
+        assert abs(n - sp.audio.shape[0] / hop) <= 1
+        rms = np.array([np.sqrt(np.mean(sp.audio[i * hop : (i + 1) * hop] ** 2) + 1e-12) for i in range(n)])
+        assert rms[sp.speech].mean() > 20 * rms[~sp.speech].mean()
+        assert np.corrcoef(rms, sp.mouth[:, 0])[0, 1] > 0.3
+
+
+def test_frame_windows_match_the_engine_cut(engine: ESpeak) -> None:
+    sp = V.make_speech(1, "train", engine)
+    win = V.frame_windows(sp.audio, len(sp.mouth), 200, 80)
+    assert win.shape == (len(sp.mouth), 4480)
+    k = 20  # frame 20 at 0.8 s: its window is [0.6 s, 0.88 s)
+    np.testing.assert_allclose(win[k], sp.audio[round(0.6 * 16000) : round(0.88 * 16000)], atol=1e-6)
