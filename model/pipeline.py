@@ -45,7 +45,12 @@ class SayAnythingPipeline:
         seed: int = 0,
         compile: str = "none",
         name: str | None = None,
+        reuse_overlap: bool = True,
+        decode_box: bool = True,
     ) -> None:
+        """``reuse_overlap`` / ``decode_box``: the two savings of ``generate`` (reusing the latents
+        of frames the previous chunk encoded; decoding only the mask's box); off, every frame is
+        encoded and the whole latent decoded, as before them (kept for measuring them)."""
         if dtype not in DTYPES:
             raise ModelError(f"model dtype {dtype!r} is unknown: use one of {', '.join(DTYPES)}")
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -60,6 +65,7 @@ class SayAnythingPipeline:
         self.guidance = 1.0 if self.config.consistency else guidance
         self.reference_guidance = 1.0 if self.config.consistency else reference_guidance
         self.seed = seed
+        self.reuse_overlap, self.decode_box = reuse_overlap, decode_box
         # (times, latents, frames, masks) of the last chunk's masked frames, for the overlap
         self._last_encoded: tuple[list[float], torch.Tensor, np.ndarray, np.ndarray] | None = None
         c = self.config
@@ -113,7 +119,7 @@ class SayAnythingPipeline:
         if rows.numel() == 0:
             return out
         h, w = lat.shape
-        k = DECODE_MARGIN
+        k = DECODE_MARGIN if self.decode_box else max(h, w)
         y0, y1 = max(0, int(rows[0]) - k), min(h, int(rows[-1]) + 1 + k)
         x0, x1 = max(0, int(cols[0]) - k), min(w, int(cols[-1]) + 1 + k)
         f = frames.shape[-1] // w  # the VAE's down factor
@@ -134,7 +140,7 @@ class SayAnythingPipeline:
         """Latents of the masked frames; frames the previous chunk already encoded (the chunk
         overlap: same media time, same pixels, same mask) are taken from it, not re-encoded."""
         n = frames.shape[1]
-        prev = self._last_encoded
+        prev = self._last_encoded if self.reuse_overlap else None
         reuse = 0
         if prev is not None:
             times, lat, px, mk = prev

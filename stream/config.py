@@ -64,7 +64,7 @@ class ModelConfig:
 
     name: Literal["identity", "tiny", "sayanything"] = "tiny"
     checkpoint: str = ""  # sayanything: a local checkpoint folder (config.json + model.safetensors)
-    steps: int = 2
+    steps: int = 1
     guidance: float = 1.0  # audio guidance of a many-step teacher (a distilled student ignores it)
     reference_guidance: float = 1.0  # reference (identity) guidance of a teacher
     device: str = "cpu"

@@ -12,15 +12,16 @@ from model.train.speech import ESpeak
 from model.train.synth import make_clip, rerender
 from stream.config import load
 
-# On this clip the shipped model reaches 0.24 (the input video's own mouth: 0.03); the reported
-# figure over the held-out clips is in BENCHMARKS.md and model/weights/tiny/README.md. This is a
-# regression guard, not a tuning target.
-THRESHOLD_CORR = 0.1
+# The reported figures over the held-out clips are in BENCHMARKS.md and
+# model/weights/tiny/README.md (v2, 1 step: 0.77 on 8 English test clips). On this clip the
+# previous model (v1) reached 0.24 and the input video's own mouth 0.03. This is a regression
+# guard well under the reported figure, not a tuning target.
+THRESHOLD_CORR = 0.4
 
 
 @pytest.fixture(scope="module")
 def run():
-    cfg = load(None, ["model.name=tiny", "model.steps=2"])
+    cfg = load(None, ["model.name=tiny"])  # the default steps
     model = load_model(cfg)
     engine = ESpeak()
     clip = make_clip(10_000, "test", engine)

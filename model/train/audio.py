@@ -137,7 +137,7 @@ def run(
     train = build_frames("train", range(utterances), before, after, cache)
     log.info("audio pre-training on %d frames (%.1f h of speech)", len(train), len(train) / 25 / 3600)
     enc = pretrain(MouthAudioEncoder(config, dim), train, tc, progress)
-    report = {
+    report: dict[str, dict[str, float]] = {
         s: evaluate_split(enc, build_frames(s, range(eval_utterances), before, after, cache)) for s in EVAL_SPLITS
     }
     os.makedirs(out, exist_ok=True)

@@ -4,8 +4,9 @@
 
 1. audio pre-training on many eSpeak NG languages and voices (``model/train/audio.py``);
 2. synthetic training chunks (``dataset.build``, cached) and their frozen-VAE latents (cached);
-3. the model: the shipped tiny model's VAE, UNet and ID-guider, the pre-trained ``mouth`` audio
-   encoder in place of its ``mel`` one;
+3. the model: the v1 tiny model's VAE, UNet and ID-guider (``--base``, default
+   ``benchmarks/reference/tiny_v1``), the pre-trained ``mouth`` audio encoder in place of its
+   ``mel`` one;
 4. direct few-step training (``model/train/fewstep.py``), EMA weights saved to ``--out``.
 
 Stages already done (files present under ``--out`` / ``--cache``) are skipped, and the
@@ -32,11 +33,12 @@ from model.train.dataset import build
 from model.train.fewstep import FewStepConfig, LatentSet, encode_latents, train_fewstep
 
 log = logging.getLogger("recipe_v2")
-SHIPPED = os.path.join(os.path.dirname(__file__), "..", "weights", "tiny")
+# where the v2 model starts: the v1 tiny model's VAE, UNet and ID-guider (kept in the repository)
+V1 = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "reference", "tiny_v1")
 AUDIO = AudioEncoderConfig(kind="mouth", n_mels=40, hidden=96, tokens_per_frame=2)
 
 
-def initial_model(audio_dir: str, base: str = SHIPPED) -> SayAnythingModel:
+def initial_model(audio_dir: str, base: str = V1) -> SayAnythingModel:
     old = load_checkpoint(base)
     config = dataclasses.replace(old.config, audio=AUDIO, consistency=True)
     model = SayAnythingModel(config)
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--audio-steps", type=int, default=4000)
     ap.add_argument("--steps", type=int, default=1500, help="few-step training steps")
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--base", default=V1, help="checkpoint whose VAE, UNet and ID-guider the model starts from")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t0 = time.time()
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             audio_dir, args.utterances, 60, audio_train.AudioTrainConfig(steps=args.audio_steps), args.cache, AUDIO, 64
         )
         log.info("audio pre-training: %s", json.dumps(report))
-    model = initial_model(audio_dir)
+    model = initial_model(audio_dir, args.base)
     lat_path = os.path.join(args.cache, f"latents_train_0_{args.clips}_v1.npz")
     if os.path.isfile(lat_path):
         latents = LatentSet.load(lat_path)

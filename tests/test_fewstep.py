@@ -1,0 +1,97 @@
+"""The v2 training path (mouth audio encoder, cached latents, direct few-step training with EMA
+and resume) and the pipeline's inference savings, on micro random-weight models."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import torch
+from model_fakes import make_chunk, micro_config
+
+from model.checkpoint import load_checkpoint
+from model.conditioning import MouthAudioEncoder
+from model.configs import AudioEncoderConfig
+from model.network import SayAnythingModel
+from model.pipeline import SayAnythingPipeline
+from model.train.dataset import ChunkSet
+from model.train.fewstep import STATE, FewStepConfig, encode_latents, train_fewstep
+from stream.worker import ModelChunk
+
+
+def _config():  # noqa: ANN202
+    c = micro_config(chunk_frames=4)
+    return dataclasses.replace(c, consistency=True, audio=AudioEncoderConfig(kind="mouth", n_mels=16, hidden=16))
+
+
+def _chunkset(n: int, config) -> ChunkSet:  # noqa: ANN001
+    rng = np.random.default_rng(0)
+    L, R = config.chunk_frames, config.resolution_px
+    masks = np.zeros((n, L, R, R), np.uint8)
+    masks[:, :, R // 2 :, R // 4 : 3 * R // 4] = 1
+    return ChunkSet(
+        rng.integers(0, 256, (n, L, R, R, 3), dtype=np.uint8),
+        rng.integers(0, 256, (n, L, R, R, 3), dtype=np.uint8),
+        masks,
+        (0.1 * rng.standard_normal((n, L, 4480))).astype(np.float16),
+        rng.integers(0, 256, (n, R, R, 3), dtype=np.uint8),
+        rng.random((n, L, 4)).astype(np.float32),
+        np.ones((n, L), bool),
+    )
+
+
+def test_mouth_encoder_gives_tokens_and_mouth_parameters() -> None:
+    cfg = AudioEncoderConfig(kind="mouth", n_mels=16, hidden=16, tokens_per_frame=2)
+    enc = MouthAudioEncoder(cfg, 24)
+    tokens, mouth = enc.features(torch.randn(2, 3, 4480) * 0.1)
+    assert tokens.shape == (2, 3, 2, 24) and mouth.shape == (2, 3, 4)
+    torch.testing.assert_close(enc(torch.zeros(1, 1, 4480)), enc.features(torch.zeros(1, 1, 4480))[0])
+
+
+def test_fewstep_trains_saves_and_resumes(tmp_path) -> None:  # noqa: ANN001
+    config = _config()
+    torch.manual_seed(0)
+    model = SayAnythingModel(config)
+    latents = encode_latents(model, _chunkset(3, config))
+    assert latents.target.shape[:2] == (3, 4) and latents.mask.max() == 1
+    out = str(tmp_path / "run")
+    losses: list[float] = []
+    tc = FewStepConfig(steps=3, batch_size=2, save_every=1, warmup=1)
+    train_fewstep(model, latents, dataclasses.replace(tc, steps=2), out, lambda s, d: losses.append(d["loss"]))
+    assert torch.load(os.path.join(out, STATE), weights_only=False)["step"] == 2
+    # a fresh process continues from the saved step rather than starting again
+    resumed: list[int] = []
+    train_fewstep(SayAnythingModel(config), latents, tc, out, lambda s, d: resumed.append(s))
+    assert resumed == [3]
+    assert all(np.isfinite(losses))
+    ema = load_checkpoint(out)  # the EMA weights, as a normal checkpoint
+    assert isinstance(ema.audio_encoder, MouthAudioEncoder)
+
+
+def test_overlap_reuse_and_box_decode_keep_the_result() -> None:
+    """Reusing the overlapped frames' latents gives exactly what encoding them again gives;
+    outside the mask the output is the input's, with the box decode as without it."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(micro_config(chunk_frames=4), consistency=True)
+    pipe = SayAnythingPipeline(SayAnythingModel(config))
+    a, b = make_chunk(config, seed=1), make_chunk(config, seed=2)
+    a = dataclasses.replace(a, times_s=np.arange(4) / 25)
+    # the next chunk shares two frames (media times 2 and 3) with the first
+    nxt = ModelChunk(
+        np.concatenate([a.frames[2:], b.frames[:2]]),
+        np.concatenate([a.masks[2:], b.masks[:2]]),
+        np.concatenate([a.audio[2:], b.audio[:2]]),
+        np.ones(4, bool),
+        np.arange(2, 6) / 25,
+    )
+    ref = pipe.encode_reference(a.frames[0])
+    pipe.generate(a, ref, 1)
+    reused = pipe.generate(nxt, ref, 1)
+    pipe._last_encoded = None
+    fresh = pipe.generate(nxt, ref, 1)
+    np.testing.assert_array_equal(reused, fresh)
+    outside = nxt.masks <= 0.02
+    np.testing.assert_array_equal(fresh[outside], nxt.frames[outside])
+    full = SayAnythingPipeline(pipe.model, reuse_overlap=False, decode_box=False).generate(nxt, ref, 1)
+    np.testing.assert_array_equal(full[outside], nxt.frames[outside])
