@@ -123,7 +123,7 @@ class SayAnythingPipeline:
         y0, y1 = max(0, int(rows[0]) - k), min(h, int(rows[-1]) + 1 + k)
         x0, x1 = max(0, int(cols[0]) - k), min(w, int(cols[-1]) + 1 + k)
         f = frames.shape[-1] // w  # the VAE's down factor
-        dec = m.vae.decode(x[..., y0:y1, x0:x1].to(self.dtype)).clamp(-1, 1)
+        dec = m.vae.decode(x[..., y0:y1, x0:x1].to(self.dtype).contiguous()).clamp(-1, 1)
         box = (..., slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
         mb = masks[box]
         out[box] = frames[box] * (1 - mb) + dec.to(frames.dtype) * mb
