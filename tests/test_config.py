@@ -32,7 +32,7 @@ def test_defaults() -> None:
     assert (c.chunk.chunk_frames, c.chunk.overlap_frames) == (8, 2)
     assert c.face.select == "largest" and c.face.detect_every_frames == 3
     assert c.vad.enabled is True and c.audio.ring_buffer_ms == 12000
-    assert c.model.name == "tiny" and c.model.steps == 2  # the shipped model
+    assert c.model.name == "tiny" and c.model.steps == 1  # the shipped model (tiny v2 is trained for one step)
     assert load() == c
     assert load(None, []) == c
 
