@@ -9,6 +9,7 @@ on the wall clock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -407,7 +408,10 @@ def test_failing_model_calls_only_affect_their_own_frames() -> None:
     n = 60
     fail = {2, 5}  # call 0 is the rest mouth; 1.. are chunks
     model = MarkerModel(clock=clock, fail_calls=fail)
-    run = run_live(model, clock, moving_frames(n), loud_audio(n / FPS), [(-10.0, 100.0)])
+    # two sampler steps: the ladder's first rung down (one step) keeps the chunking, so the
+    # late frames are exactly those of the failed chunks
+    cfg = dataclasses.replace(Config(), model=dataclasses.replace(Config().model, steps=2))
+    run = run_live(model, clock, moving_frames(n), loud_audio(n / FPS), [(-10.0, 100.0)], cfg)
 
     st = run.session.stats
     assert st.model_errors == len(fail) == run.session.worker.errors
