@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -30,8 +31,24 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = "v2"  # v2: unrelated-mouth inputs, lower-face mask
 
 
+class NpzRecord:
+    """A dataclass of arrays cached as one .npz (written to a temporary name, then renamed)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def save(self, path: str) -> None:
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, **self.__dict__)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str) -> Self:
+        with np.load(path) as z:
+            return cls(**{k: z[k] for k in cls.__dataclass_fields__})
+
+
 @dataclass
-class ChunkSet:
+class ChunkSet(NpzRecord):
     frames: np.ndarray  # (N, L, R, R, 3) uint8 face crops of the true clip (the target)
     inputs: np.ndarray  # (N, L, R, R, 3) uint8 the same crops of the input video (unrelated mouth)
     masks: np.ndarray  # (N, L, R, R) uint8 {0, 1} editing region
@@ -42,16 +59,6 @@ class ChunkSet:
 
     def __len__(self) -> int:
         return self.frames.shape[0]
-
-    def save(self, path: str) -> None:
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, **self.__dict__)
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: str) -> ChunkSet:
-        with np.load(path) as z:
-            return cls(**{k: z[k] for k in cls.__dataclass_fields__})
 
 
 def clip_to_chunks(

@@ -37,14 +37,14 @@ from model.conditioning import MouthAudioEncoder
 from model.network import Conditions, SayAnythingModel
 from model.sampler import ConsistencySampler
 from model.train.audio import mouth_loss
-from model.train.dataset import ChunkSet
+from model.train.dataset import ChunkSet, NpzRecord
 
 log = logging.getLogger(__name__)
 STATE = "fewstep_state.pt"
 
 
 @dataclass
-class LatentSet:
+class LatentSet(NpzRecord):
     """A ChunkSet's frozen-VAE latents, plus what training needs besides them."""
 
     target: np.ndarray  # (N, L, C, h, w) float16 latents of the true frames
@@ -56,16 +56,6 @@ class LatentSet:
 
     def __len__(self) -> int:
         return self.target.shape[0]
-
-    def save(self, path: str) -> None:
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, **self.__dict__)
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: str) -> LatentSet:
-        with np.load(path) as z:
-            return cls(**{k: z[k] for k in cls.__dataclass_fields__})
 
 
 def _px(a: np.ndarray) -> torch.Tensor:

@@ -182,6 +182,34 @@ def augment_audio(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(y, -1, 1).astype(np.float32)
 
 
+def speak(
+    engine: ESpeak,
+    text: str,
+    voice: str,
+    rate_wpm: int,
+    pitch: int,
+    t: float,
+    pieces: list[np.ndarray],
+    phonemes: list[Phoneme],
+) -> float:
+    """Synthesise ``text`` at time ``t`` of a stream being built: its 16 kHz audio goes onto
+    ``pieces``, its phonemes (shifted to ``t``) onto ``phonemes``; returns where it ends."""
+    u = engine.synthesize(text, voice, rate_wpm, pitch)
+    audio = _resample(u.audio, u.sample_rate_hz)
+    # "(en)" and the like mark a language switch, not a sound
+    phonemes += [Phoneme(p.name, t + p.start_s) for p in u.phonemes if not p.name.startswith("(")]
+    pieces.append(audio)
+    return t + audio.shape[0] / SAMPLE_RATE_HZ
+
+
+def speech_flags(phonemes: list[Phoneme], n_frames: int) -> np.ndarray:
+    """(n_frames,) bool: a phoneme other than a pause sounds at each frame's centre."""
+    times = (np.arange(n_frames) + 0.5) / FPS
+    starts = np.array([p.start_s for p in phonemes])
+    idx = np.clip(np.searchsorted(starts, times, side="right") - 1, -1, len(phonemes) - 1)
+    return np.array([i >= 0 and not phonemes[i].name.startswith("_") for i in idx])
+
+
 def make_clip(
     seed: int,
     split: Split = "train",
@@ -210,12 +238,7 @@ def make_clip(
         else:
             text = random_text(rng)
         texts.append(text)
-        u = engine.synthesize(text, voice, rate_wpm, pitch)
-        audio = _resample(u.audio, u.sample_rate_hz)
-        # "(en)" and the like mark a language switch, not a sound
-        phonemes += [Phoneme(p.name, t + p.start_s) for p in u.phonemes if not p.name.startswith("(")]
-        pieces.append(audio)
-        t += audio.shape[0] / SAMPLE_RATE_HZ
+        t = speak(engine, text, voice, rate_wpm, pitch, t, pieces, phonemes)
         gap = float(rng.uniform(0.3, 0.8) if rng.random() < 0.6 else rng.uniform(1.2, 2.5))
         phonemes.append(Phoneme("_", t))
         pieces.append(np.zeros(round(gap * SAMPLE_RATE_HZ), np.float32))
@@ -225,9 +248,7 @@ def make_clip(
     mouth = mouth_track(phonemes, duration)
     n = mouth.shape[0]
     times = (np.arange(n) + 0.5) / FPS
-    starts = np.array([p.start_s for p in phonemes])
-    idx = np.clip(np.searchsorted(starts, times, side="right") - 1, -1, len(phonemes) - 1)
-    speech = np.array([i >= 0 and not phonemes[i].name.startswith("_") for i in idx])
+    speech = speech_flags(phonemes, n)
     # smooth head motion (sums of slow sines) and blinks every 2-5 s
     ph = rng.uniform(0, 2 * math.pi, 8)
     fr = rng.uniform(0.05, 0.4, 8)

@@ -19,8 +19,9 @@ from typing import Literal
 
 import numpy as np
 
+from model.train.dataset import NpzRecord
 from model.train.speech import ESpeak, Phoneme
-from model.train.synth import FPS, SAMPLE_RATE_HZ, _resample, augment_audio, mouth_track
+from model.train.synth import FPS, SAMPLE_RATE_HZ, augment_audio, mouth_track, speak, speech_flags
 from stream.audio import AudioRing
 from stream.chunker import audio_windows
 
@@ -154,12 +155,7 @@ def make_speech(seed: int, split: VoiceSplit, engine: ESpeak, augment: bool = Tr
     for _ in range(int(rng.integers(1, 4))):
         tx = text(rng, script_of(lang))
         texts.append(tx)
-        u = engine.synthesize(tx, voice, rate, pitch)
-        audio = _resample(u.audio, u.sample_rate_hz)
-        # "(en)" and the like mark a language switch, not a sound
-        phonemes += [Phoneme(p.name, t + p.start_s) for p in u.phonemes if not p.name.startswith("(")]
-        pieces.append(audio)
-        t += audio.shape[0] / SAMPLE_RATE_HZ
+        t = speak(engine, tx, voice, rate, pitch, t, pieces, phonemes)
         gap = float(rng.uniform(0.2, 0.7) if rng.random() < 0.7 else rng.uniform(1.0, 2.0))
         phonemes.append(Phoneme("_", t))
         pieces.append(np.zeros(round(gap * SAMPLE_RATE_HZ), np.float32))
@@ -167,11 +163,7 @@ def make_speech(seed: int, split: VoiceSplit, engine: ESpeak, augment: bool = Tr
     audio = np.concatenate(pieces)
     duration = audio.shape[0] / SAMPLE_RATE_HZ
     mouth = mouth_track(phonemes, duration)
-    n = mouth.shape[0]
-    times = (np.arange(n) + 0.5) / FPS
-    starts = np.array([p.start_s for p in phonemes])
-    idx = np.clip(np.searchsorted(starts, times, side="right") - 1, -1, len(phonemes) - 1)
-    speech = np.array([i >= 0 and not phonemes[i].name.startswith("_") for i in idx])
+    speech = speech_flags(phonemes, mouth.shape[0])
     if augment:
         audio = augment_audio(audio, rng)
     return Speech(audio, mouth, speech, voice, " / ".join(texts))
@@ -186,7 +178,7 @@ def frame_windows(audio: np.ndarray, n_frames: int, before_ms: int, after_ms: in
 
 
 @dataclass
-class FrameSet:
+class FrameSet(NpzRecord):
     """Per-frame audio windows and mouth truth, pooled over many utterances."""
 
     audio: np.ndarray  # (N, n) float16
@@ -196,16 +188,6 @@ class FrameSet:
 
     def __len__(self) -> int:
         return self.audio.shape[0]
-
-    def save(self, path: str) -> None:
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, **self.__dict__)
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: str) -> FrameSet:
-        with np.load(path) as z:
-            return cls(**{k: z[k] for k in cls.__dataclass_fields__})
 
 
 def build_frames(
