@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.conditioning import IDGuider, build_audio_encoder
+from model.conditioning import IDGuider, MouthAudioEncoder, build_audio_encoder
 from model.configs import SayAnythingConfig
 from model.unet import SayAnythingUNet
 from model.vae import VideoVAE
@@ -27,13 +27,21 @@ class Conditions:
     mask_latent: torch.Tensor  # (B, F, 1, h, w): editing region at latent resolution
     audio_tokens: torch.Tensor  # (B, F, S, D)
     id_features: list[torch.Tensor]  # per UNet level, (B, C_l, h_l, w_l)
+    mouth: torch.Tensor | None = None  # (B, F, 4) mouth parameters predicted from the audio (mouth_film)
 
     def without_audio(self) -> Conditions:
-        return Conditions(self.masked_latents, self.mask_latent, torch.zeros_like(self.audio_tokens), self.id_features)
+        mouth = None if self.mouth is None else torch.zeros_like(self.mouth)
+        return Conditions(
+            self.masked_latents, self.mask_latent, torch.zeros_like(self.audio_tokens), self.id_features, mouth
+        )
 
     def without_reference(self) -> Conditions:
         return Conditions(
-            self.masked_latents, self.mask_latent, self.audio_tokens, [torch.zeros_like(f) for f in self.id_features]
+            self.masked_latents,
+            self.mask_latent,
+            self.audio_tokens,
+            [torch.zeros_like(f) for f in self.id_features],
+            self.mouth,
         )
 
 
@@ -66,7 +74,11 @@ class SayAnythingModel(nn.Module):
         masked = self.vae.encode(frames * (1.0 - masks)) if masked_latents is None else masked_latents
         h, w = masked.shape[-2:]
         mask_lat = F.adaptive_max_pool2d(masks.flatten(0, 1), (h, w)).reshape(*masks.shape[:3], h, w)
-        return Conditions(masked, mask_lat.to(masked.dtype), self.audio_encoder(audio), id_features)
+        enc = self.audio_encoder
+        if self.config.mouth_film and isinstance(enc, MouthAudioEncoder):
+            tokens, mouth = enc.features(audio)
+            return Conditions(masked, mask_lat.to(masked.dtype), tokens, id_features, mouth)
+        return Conditions(masked, mask_lat.to(masked.dtype), enc(audio), id_features)
 
     # -- denoiser --------------------------------------------------------------------
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditions) -> torch.Tensor:
@@ -82,7 +94,7 @@ class SayAnythingModel(nn.Module):
         c_noise = (0.25 * torch.log(sigma.float())).to(x.dtype).reshape(b)
         inp = torch.cat([c_in * x, cond.masked_latents, cond.mask_latent], dim=2)
         ids = torch.tensor(ADDED_TIME_IDS, device=x.device, dtype=x.dtype).expand(b, 3)
-        out = self.unet.denoise_forward(inp, c_noise, cond.audio_tokens, ids, cond.id_features)
+        out = self.unet.denoise_forward(inp, c_noise, cond.audio_tokens, ids, cond.id_features, cond.mouth)
         d = c_skip * x + c_out * out
         if not self.config.consistency:
             return d
@@ -133,4 +145,5 @@ def _cat(*conds: Conditions) -> Conditions:
         torch.cat([c.mask_latent for c in conds]),
         torch.cat([c.audio_tokens for c in conds]),
         [torch.cat(level) for level in zip(*(c.id_features for c in conds), strict=True)],
+        None if conds[0].mouth is None else torch.cat([c.mouth for c in conds]),  # type: ignore[misc]
     )

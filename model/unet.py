@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from diffusers import UNetSpatioTemporalConditionModel
+from torch import nn
 
 from model.configs import SayAnythingConfig
 
@@ -22,7 +23,7 @@ class SayAnythingUNet(UNetSpatioTemporalConditionModel):
     def from_config_obj(cls, config: SayAnythingConfig) -> SayAnythingUNet:
         u = config.unet
         lc = config.vae.latent_channels
-        return cls(
+        unet = cls(
             sample_size=config.latent_px,
             in_channels=2 * lc + 1,
             out_channels=lc,
@@ -36,6 +37,15 @@ class SayAnythingUNet(UNetSpatioTemporalConditionModel):
             num_attention_heads=u.num_attention_heads,
             num_frames=config.chunk_frames,
         )
+        if config.mouth_film:
+            from model.conditioning import MOUTH_PARAMS
+
+            # zero-initialised: a UNet trained without it is unchanged until training moves it
+            emb = nn.Linear(MOUTH_PARAMS, u.block_out_channels[0] * 4)
+            nn.init.zeros_(emb.weight)
+            nn.init.zeros_(emb.bias)
+            unet.mouth_embedding = emb
+        return unet
 
     @staticmethod
     def level_widths(config: SayAnythingConfig) -> tuple[int, ...]:
@@ -50,15 +60,20 @@ class SayAnythingUNet(UNetSpatioTemporalConditionModel):
         context: torch.Tensor,
         added_time_ids: torch.Tensor,
         id_features: list[torch.Tensor] | None = None,
+        mouth: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """sample (B, F, C_in, h, w); c_noise (B,); context (B, F, S, D) per-frame tokens;
-        added_time_ids (B, 3); id_features: per level (B, C_l, h_l, w_l), shared by all frames.
+        added_time_ids (B, 3); id_features: per level (B, C_l, h_l, w_l), shared by all frames;
+        mouth (B, F, 4): per-frame mouth parameters, for a UNet built with ``mouth_film``.
         Returns (B, F, C_out, h, w)."""
         b, f = sample.shape[:2]
         t_emb = self.time_proj(c_noise.reshape(-1).expand(b)).to(sample.dtype)
         emb = self.time_embedding(t_emb)
         aug = self.add_time_proj(added_time_ids.flatten()).reshape(b, -1).to(emb.dtype)
         emb = (emb + self.add_embedding(aug)).repeat_interleave(f, dim=0)
+        film = getattr(self, "mouth_embedding", None)
+        if film is not None and mouth is not None:
+            emb = emb + film(mouth.reshape(b * f, -1).to(emb.dtype))
         ctx = context.reshape(b * f, context.shape[2], context.shape[3])
         indicator = torch.zeros(b, f, dtype=sample.dtype, device=sample.device)
 

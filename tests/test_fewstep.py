@@ -95,3 +95,38 @@ def test_overlap_reuse_and_box_decode_keep_the_result() -> None:
     np.testing.assert_array_equal(fresh[outside], nxt.frames[outside])
     full = SayAnythingPipeline(pipe.model, reuse_overlap=False, decode_box=False).generate(nxt, ref, 1)
     np.testing.assert_array_equal(full[outside], nxt.frames[outside])
+
+
+def test_mouth_film_starts_as_the_model_it_extends_and_reads_the_mouth(tmp_path) -> None:  # noqa: ANN001
+    """A mouth_film model loaded with a plain model's weights denoises exactly as that model
+    (the FiLM embedding starts at zero); once the embedding is non-zero, the predicted mouth
+    parameters change the output; training with truth forcing and the pixel loss runs."""
+    config = _config()
+    torch.manual_seed(0)
+    plain = SayAnythingModel(config).eval()
+    film = SayAnythingModel(dataclasses.replace(config, mouth_film=True)).eval()
+    missing, unexpected = film.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == ["unet.mouth_embedding.bias", "unet.mouth_embedding.weight"]
+    r, L = config.resolution_px, config.chunk_frames
+    frames = torch.rand(1, L, 3, r, r) * 2 - 1
+    masks = torch.zeros(1, L, 1, r, r)
+    masks[..., r // 2 :, :] = 1
+    audio = torch.randn(1, L, 4480) * 0.1
+    with torch.no_grad():
+        ref = plain.encode_reference(frames[:, 0])
+        x = torch.randn(1, L, config.vae.latent_channels, config.latent_px, config.latent_px)
+        sigma = torch.tensor([2.0])
+        cp, cf = plain.conditions(frames, masks, audio, ref), film.conditions(frames, masks, audio, ref)
+        assert cp.mouth is None and cf.mouth is not None and cf.mouth.shape == (1, L, 4)
+        torch.testing.assert_close(film.denoise(x, sigma, cf), plain.denoise(x, sigma, cp))
+        torch.nn.init.normal_(film.unet.mouth_embedding.weight)
+        moved = film.denoise(x, sigma, cf)
+        assert not torch.allclose(moved, plain.denoise(x, sigma, cp))
+        # the mouth parameters are dropped with the audio (classifier-free guidance)
+        assert torch.count_nonzero(cf.without_audio().mouth) == 0
+    latents = encode_latents(film, _chunkset(3, config))
+    losses: list[dict[str, float]] = []
+    tc = FewStepConfig(steps=2, batch_size=2, warmup=1, truth_mouth=0.5, pixel_weight=1.0)
+    train_fewstep(film.train(), latents, tc, str(tmp_path / "film"), lambda s, d: losses.append(d))
+    assert len(losses) == 2 and all(np.isfinite(d["loss"]) and d["pix"] > 0 for d in losses)
+    assert load_checkpoint(str(tmp_path / "film")).config.mouth_film

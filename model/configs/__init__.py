@@ -76,6 +76,10 @@ class SayAnythingConfig:
     audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
     id_guider_channels: tuple[int, ...] = (64, 128, 256, 256)  # one per UNet down block
     consistency: bool = False  # True: a distilled few-step student (consistency parameterisation)
+    # True (with the ``mouth`` audio kind): the mouth parameters the audio encoder predicts are
+    # also embedded into each frame's time embedding, which every UNet resnet reads (a per-frame
+    # FiLM), not only into the cross-attention tokens
+    mouth_film: bool = False
     distill_guidance: float = 0.0  # the audio guidance folded into a student
     distill_base_steps: int = 40  # the teacher schedule a student was distilled on (its sampler picks from it)
     sigma_min: float = 0.002

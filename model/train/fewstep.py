@@ -96,6 +96,11 @@ class FewStepConfig:
     p_second: float = 0.3  # ... at the second step's sigma; the rest log-normal
     save_every: int = 100
     seed: int = 0
+    # mouth_film models: the share of samples whose FiLM is given the true mouth parameters
+    # instead of the audio head's prediction, so the UNet learns to follow them exactly
+    truth_mouth: float = 0.0
+    # weight of an L1 loss in pixels on the mask's box (both latents through the frozen decoder)
+    pixel_weight: float = 0.0
 
 
 def _sigmas(model: SayAnythingModel, n: int, tc: FewStepConfig, gen: torch.Generator) -> torch.Tensor:
@@ -156,18 +161,24 @@ def train_fewstep(
         audio = torch.from_numpy(data.audio[idx].astype(np.float32))
         mouth = torch.from_numpy(data.mouth[idx])
         ref = torch.from_numpy(data.reference[idx]).float()
+        film = None
         if isinstance(enc, MouthAudioEncoder):
             tokens, pred_mouth = enc.features(audio)
             aux = mouth_loss(pred_mouth, mouth)
+            if model.config.mouth_film:
+                forced = (torch.rand(tc.batch_size, generator=gen) < tc.truth_mouth).float().reshape(-1, 1, 1)
+                film = forced * mouth + (1 - forced) * pred_mouth
         else:
             tokens, aux = enc(audio), torch.zeros(())
-        cond = Conditions(masked, mlat, tokens, model.id_guider(ref))
+        cond = Conditions(masked, mlat, tokens, model.id_guider(ref), film)
         sigma = _sigmas(model, tc.batch_size, tc, gen)
         noise = torch.randn(x0.shape, generator=gen)
         d = model.denoise(x0 + sigma.reshape(-1, 1, 1, 1, 1) * noise, sigma, cond)
         region = 0.05 + mlat
         rec = (region * (d - x0) ** 2).sum() / (region.sum() * x0.shape[2])
         loss = rec + tc.aux_weight * aux
+        pix = _pixel_loss(model, d, x0, mlat) if tc.pixel_weight > 0 else torch.zeros(())
+        loss = loss + tc.pixel_weight * pix
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -178,10 +189,35 @@ def train_fewstep(
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - decay)
         if progress:
-            progress(step, {"loss": float(loss.item()), "rec": float(rec.item()), "aux": float(aux.item())})
+            progress(
+                step,
+                {"loss": float(loss.item()), "rec": float(rec.item()), "aux": float(aux.item()), "pix": float(pix.item())},
+            )
         if step % tc.save_every == 0 or step == tc.steps:
             _save(model, ema, opt, gen, step, out)
     return ema
+
+
+def _pixel_loss(model: SayAnythingModel, d: torch.Tensor, x0: torch.Tensor, mlat: torch.Tensor) -> torch.Tensor:
+    """Mask-weighted L1 in pixels over the box holding the batch's masks (plus the decoder's
+    margin), prediction and target through the same frozen decoder."""
+    from model.pipeline import DECODE_MARGIN
+
+    lat = mlat.amax(dim=(0, 1, 2))
+    rows, cols = torch.nonzero(lat.sum(1)).flatten(), torch.nonzero(lat.sum(0)).flatten()
+    if rows.numel() == 0:
+        return torch.zeros(())
+    h, w = lat.shape
+    k = DECODE_MARGIN
+    y0, y1 = max(0, int(rows[0]) - k), min(h, int(rows[-1]) + 1 + k)
+    x0_, x1 = max(0, int(cols[0]) - k), min(w, int(cols[-1]) + 1 + k)
+    box = (..., slice(y0, y1), slice(x0_, x1))
+    pred = model.vae.decode(d[box].contiguous())
+    with torch.no_grad():
+        tgt = model.vae.decode(x0[box].contiguous())
+    f = pred.shape[-1] // (x1 - x0_)
+    m = F.interpolate(mlat[box].flatten(0, 1), scale_factor=f, mode="nearest").reshape(*pred.shape[:2], 1, *pred.shape[-2:])
+    return (m * (pred - tgt).abs()).sum() / (m.sum() * 3 + 1e-6)
 
 
 def _save(

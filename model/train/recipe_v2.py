@@ -51,6 +51,18 @@ def initial_model(audio_dir: str, base: str = V1) -> SayAnythingModel:
     return model.float()
 
 
+def film_model(init: str) -> SayAnythingModel:
+    """A ``mouth_film`` model started from a trained ``mouth`` checkpoint (``--init``): every
+    weight carried over, the new zero-initialised FiLM embedding added (so it starts as ``init``)."""
+    old = load_checkpoint(init)
+    if old.config.audio.kind != "mouth":
+        raise SystemExit(f"--init {init}: needs a checkpoint with the 'mouth' audio encoder (a v2 model)")
+    model = SayAnythingModel(dataclasses.replace(old.config, mouth_film=True))
+    missing, unexpected = model.load_state_dict(old.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("unet.mouth_embedding.") for k in missing), (missing, unexpected)
+    return model.float()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/tiny_v2")
@@ -61,16 +73,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=1500, help="few-step training steps")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--base", default=V1, help="checkpoint whose VAE, UNet and ID-guider the model starts from")
+    ap.add_argument(
+        "--film-from",
+        default="",
+        help="instead: start from this trained v2 checkpoint, add the per-frame mouth FiLM and train that "
+        "(no audio pre-training)",
+    )
+    ap.add_argument("--truth-mouth", type=float, default=0.5, help="--film-from: share of truth-forced FiLM inputs")
+    ap.add_argument("--pixel-weight", type=float, default=0.0, help="weight of the pixel L1 on the mask box")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t0 = time.time()
     audio_dir = os.path.join(args.out, "audio")
-    if not os.path.isfile(os.path.join(audio_dir, "audio_encoder.pt")):
-        report = audio_train.run(
-            audio_dir, args.utterances, 60, audio_train.AudioTrainConfig(steps=args.audio_steps), args.cache, AUDIO, 64
-        )
-        log.info("audio pre-training: %s", json.dumps(report))
-    model = initial_model(audio_dir, args.base)
+    if args.film_from:
+        model = film_model(args.film_from)
+    else:
+        if not os.path.isfile(os.path.join(audio_dir, "audio_encoder.pt")):
+            report = audio_train.run(
+                audio_dir, args.utterances, 60, audio_train.AudioTrainConfig(steps=args.audio_steps), args.cache, AUDIO, 64
+            )
+            log.info("audio pre-training: %s", json.dumps(report))
+        model = initial_model(audio_dir, args.base)
     lat_path = os.path.join(args.cache, f"latents_train_0_{args.clips}_v1.npz")
     if os.path.isfile(lat_path):
         latents = LatentSet.load(lat_path)
@@ -81,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         latents.save(lat_path)
         del chunks
         log.info("latents cached (%.0f s)", time.time() - t0)
-    tc = FewStepConfig(steps=args.steps, batch_size=args.batch_size)
+    tc = FewStepConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        truth_mouth=args.truth_mouth if args.film_from else 0.0,
+        pixel_weight=args.pixel_weight,
+    )
 
     def progress(step: int, losses: dict[str, float]) -> None:
         if step % 25 == 0:
