@@ -14,12 +14,17 @@ SHIPPED_WEIGHTS = {"tiny": os.path.join(os.path.dirname(os.path.abspath(__file__
 
 def load_model(config: Config) -> LipSyncModel:
     """Build (and warm up) the model named by ``config.model.name``: ``identity``, ``tiny``
-    (the weights shipped in model/weights/tiny) or ``sayanything`` (``model.checkpoint``)."""
+    (the weights shipped in model/weights/tiny; a ``model.checkpoint`` given with it, such as an
+    ``enrol`` output, is used instead) or ``sayanything`` (``model.checkpoint``)."""
     mc = config.model
     if mc.name == "identity":
         from model.identity import IdentityModel
 
         return IdentityModel()
+    if mc.name in SHIPPED_WEIGHTS and mc.checkpoint:
+        model = load_model(dataclasses.replace(config, model=dataclasses.replace(mc, name="sayanything")))
+        model.name = f"sayanything-{mc.name} ({os.path.basename(os.path.normpath(mc.checkpoint))})"  # type: ignore[misc]
+        return model
     if mc.name in SHIPPED_WEIGHTS:
         path = SHIPPED_WEIGHTS[mc.name]
         if not os.path.isfile(os.path.join(path, "model.safetensors")):

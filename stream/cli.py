@@ -408,10 +408,82 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    import time
+
+    from model.train.prepare import PrepareConfig, prepare, progress_printer
+
+    t0 = time.time()
+    pc = PrepareConfig(faces=args.faces, min_seconds=args.min_seconds)
+    face = _config(args).face
+    summary = prepare(args.inputs, args.out, args.preset, face, pc, progress_printer(t0))
+    rate = (summary["clips_kept"] + summary["clips_skipped"]) / max(1e-9, (time.time() - t0) / 60)
+    print(
+        f"wrote {args.out}: {summary['clips_kept']} clips kept ({summary['hours'] * 60:.1f} min, "
+        f"{summary['chunks']} chunks), {summary['clips_skipped']} skipped; {rate:.1f} clips/min"
+    )
+    for path, reason in summary["skipped"].items():
+        print(f"  skipped {path}: {reason}")
+    return 0
+
+
+def _train_data(args: argparse.Namespace) -> int:
+    """``train --data``: few-step training on prepared real video (torchrun for many processes)."""
+    import time
+
+    from model.train.fewstep import FewStepConfig, LatentSet
+    from model.train.realtrain import SHIPPED, train_on_data
+
+    tc = FewStepConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        accum=args.accum,
+        bf16=args.bf16,
+        grad_checkpoint=args.grad_checkpoint,
+        minutes=args.minutes,
+        save_every=args.save_every,
+        warmup=args.warmup,
+    )
+    synthetic = LatentSet.load(args.synthetic_latents) if args.synthetic_latents else None
+    t0 = time.perf_counter()
+    rank = int(os.environ.get("RANK", "0"))
+
+    def progress(step: int, losses: dict[str, float]) -> None:
+        if step % 10 == 0:
+            print(
+                f"step {step}/{tc.steps} loss {losses['loss']:.4f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr
+            )
+
+    train_on_data(args.data, args.out, args.init or SHIPPED, tc, args.device, synthetic, args.synthetic_share, progress)
+    if rank == 0:
+        print(f"wrote {args.out} (EMA weights; log.jsonl; resume state) in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def cmd_enrol(args: argparse.Namespace) -> int:
+    from model.train.realtrain import SHIPPED, enrol, print_progress
+
+    r = enrol(args.video, args.out, args.base or SHIPPED, args.minutes, progress=print_progress)
+    b, a = r["before"], r["after"]
+    print(
+        f"wrote {args.out} in {r['minutes']:.1f} min ({r['train_steps']} steps on {r['train_chunks']} chunks); "
+        f"held-out last 20 % ({r['held_out_chunks']} chunks): mouth PSNR {b['psnr_db']:.1f} -> {a['psnr_db']:.1f} dB, "
+        f"SSIM {b['ssim']:.3f} -> {a['ssim']:.3f}, mouth-vs-audio correlation {b['corr_audio']:.2f} -> "
+        f"{a['corr_audio']:.2f} (real frames {a['corr_audio_real_frames']:.2f})"
+    )
+    print(f"use it with: --set model.checkpoint={args.out} (demo, file, run, serve)")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import time
 
     from tqdm import tqdm
+
+    if args.data:
+        return _train_data(args)
 
     from model.configs import PRESETS
     from model.train.dataset import build
@@ -616,9 +688,35 @@ def build_parser() -> argparse.ArgumentParser:
     ini.add_argument("--seed", type=int, default=0)
     ini.set_defaults(fn=cmd_init)
 
-    tr = sub.add_parser("train", help="train the tiny model on procedurally generated talking characters")
+    pr = sub.add_parser("prepare", help="real talking-head video -> training shards (what the engine sees)")
+    common(pr)
+    pr.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR")
+    pr.add_argument("--out", required=True, metavar="DATA")
+    pr.add_argument("--preset", choices=["tiny", "full"], default="tiny")
+    pr.add_argument("--faces", choices=["skip", "select"], default="skip", help="clips with several faces")
+    pr.add_argument("--min-seconds", type=float, default=4.0, help="shorter clips are skipped")
+    pr.set_defaults(fn=cmd_prepare)
+
+    en = sub.add_parser("enrol", help="fine-tune the model on a clip of yourself (CPU, minutes)")
+    en.add_argument("--video", required=True, metavar="ME.mp4", help="30-120 s of you talking, face to the camera")
+    en.add_argument("--out", required=True, metavar="DIR")
+    en.add_argument("--minutes", type=float, default=10.0, help="time budget, preparation and scoring included")
+    en.add_argument("--base", metavar="DIR", help="checkpoint to start from (default: the shipped tiny model)")
+    en.set_defaults(fn=cmd_enrol)
+
+    tr = sub.add_parser("train", help="train the tiny model on synthetic characters, or any model on --data")
     tr.add_argument("--preset", choices=["tiny"], default="tiny")
     tr.add_argument("--out", required=True, metavar="DIR")
+    tr.add_argument("--data", nargs="+", metavar="DATA", help="prepared datasets (sayanything-live prepare)")
+    tr.add_argument("--init", metavar="DIR", help="--data: checkpoint to start from (default: shipped tiny)")
+    tr.add_argument("--accum", type=int, default=1, help="--data: gradient accumulation steps")
+    tr.add_argument("--bf16", action="store_true", help="--data: bfloat16 autocast")
+    tr.add_argument("--grad-checkpoint", action="store_true", help="--data: gradient checkpointing in the UNet")
+    tr.add_argument("--minutes", type=float, default=0.0, help="--data: stop after this wall-clock time")
+    tr.add_argument("--save-every", type=int, default=100, help="--data: checkpoint every N steps")
+    tr.add_argument("--warmup", type=int, default=50, help="--data: learning-rate warm-up steps")
+    tr.add_argument("--synthetic-latents", metavar="NPZ", help="--data: mix in cached synthetic latents")
+    tr.add_argument("--synthetic-share", type=float, default=0.5, help="--data: their share of each batch")
     tr.add_argument("--clips", type=int, default=200, help="synthetic training clips")
     tr.add_argument("--cache", metavar="DIR", help="keep the synthesised chunks here (reused when present)")
     tr.add_argument("--vae-steps", type=int, default=2000)

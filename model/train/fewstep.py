@@ -22,15 +22,18 @@ again with the same ``out`` and it resumes there.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from model.checkpoint import save_checkpoint
 from model.conditioning import MouthAudioEncoder
@@ -38,6 +41,8 @@ from model.network import Conditions, SayAnythingModel
 from model.sampler import ConsistencySampler
 from model.train.audio import mouth_loss
 from model.train.dataset import ChunkSet, NpzRecord
+from model.train.shards import ShardStream
+from stream.errors import InputError
 
 log = logging.getLogger(__name__)
 STATE = "fewstep_state.pt"
@@ -65,19 +70,24 @@ def _px(a: np.ndarray) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def encode_latents(model: SayAnythingModel, data: ChunkSet, batch: int = 16) -> LatentSet:
+def encode_latents(
+    model: SayAnythingModel, data: ChunkSet, batch: int = 16, device: torch.device | str = "cpu"
+) -> LatentSet:
     vae = model.vae.eval()
     tgt, msk, mlat, ref = [], [], [], []
+    cpu = lambda t: t.half().cpu().numpy()  # noqa: E731
     for k in range(0, len(data), batch):
         sl = slice(k, k + batch)
-        frames, inputs = _px(data.frames[sl]), _px(data.inputs[sl])
-        m = torch.from_numpy(data.masks[sl]).float()[:, :, None]
-        tgt.append(vae.encode(frames).half().numpy())
+        frames, inputs = _px(data.frames[sl]).to(device), _px(data.inputs[sl]).to(device)
+        m = torch.from_numpy(data.masks[sl]).float()[:, :, None].to(device)
+        tgt.append(cpu(vae.encode(frames)))
         masked = vae.encode(inputs * (1.0 - m))
-        msk.append(masked.half().numpy())
+        msk.append(cpu(masked))
         h, w = masked.shape[-2:]
-        mlat.append(F.adaptive_max_pool2d(m.flatten(0, 1), (h, w)).reshape(*m.shape[:3], h, w).to(torch.uint8).numpy())
-        ref.append(vae.encode(_px(data.reference[sl])[:, None])[:, 0].half().numpy())
+        mlat.append(
+            F.adaptive_max_pool2d(m.flatten(0, 1), (h, w)).reshape(*m.shape[:3], h, w).to(torch.uint8).cpu().numpy()
+        )
+        ref.append(cpu(vae.encode(_px(data.reference[sl])[:, None].to(device))[:, 0]))
     return LatentSet(
         np.concatenate(tgt), np.concatenate(msk), np.concatenate(mlat), np.concatenate(ref), data.audio, data.mouth
     )
@@ -101,6 +111,10 @@ class FewStepConfig:
     truth_mouth: float = 0.0
     # weight of an L1 loss in pixels on the mask's box (both latents through the frozen decoder)
     pixel_weight: float = 0.0
+    accum: int = 1  # gradient accumulation: micro-batches per optimizer step
+    bf16: bool = False  # bfloat16 autocast (GPU training of the full model)
+    grad_checkpoint: bool = False  # recompute UNet activations in the backward pass
+    minutes: float = 0.0  # > 0: stop (and save) after this much wall-clock time
 
 
 def _sigmas(model: SayAnythingModel, n: int, tc: FewStepConfig, gen: torch.Generator) -> torch.Tensor:
@@ -120,67 +134,168 @@ def _lr(step: int, tc: FewStepConfig) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+Batches = Callable[[int, torch.Generator], LatentSet]
+
+
+def cached_batches(data: LatentSet) -> Batches:
+    """Random batches of a cached LatentSet."""
+
+    def get(n: int, gen: torch.Generator) -> LatentSet:
+        idx = torch.randint(0, len(data), (n,), generator=gen).numpy()
+        return LatentSet(*(getattr(data, k)[idx] for k in LatentSet.__dataclass_fields__))
+
+    return get
+
+
+def stream_batches(model: SayAnythingModel, stream: ShardStream) -> Batches:
+    """Batches of streamed chunks (prepared real video), encoded by the frozen VAE per batch."""
+
+    def get(n: int, gen: torch.Generator) -> LatentSet:
+        dev = next(model.parameters()).device
+        return encode_latents(model, stream.next(n), device=dev)
+
+    return get
+
+
+class _Step(nn.Module):
+    """One training step's loss as a module, so DistributedDataParallel can wrap it (it
+    all-reduces the gradients of whatever its forward used)."""
+
+    def __init__(self, model: SayAnythingModel, tc: FewStepConfig) -> None:
+        super().__init__()
+        self.model, self.tc = model, tc
+
+    def forward(
+        self, b: dict[str, torch.Tensor], sigma: torch.Tensor, noise: torch.Tensor, forced: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        model, tc = self.model, self.tc
+        enc = model.audio_encoder
+        x0, mlat, mouth = b["target"], b["mask"], b["mouth"]
+        known = torch.isfinite(mouth).all(-1)  # real video: no mouth-parameter truth
+        film = None
+        if isinstance(enc, MouthAudioEncoder):
+            tokens, pred_mouth = enc.features(b["audio"])
+            aux = mouth_loss(pred_mouth[known], mouth[known]) if bool(known.any()) else pred_mouth.sum() * 0
+            if model.config.mouth_film:
+                f = forced.reshape(-1, 1, 1) * known[..., None]
+                film = f * torch.nan_to_num(mouth) + (1 - f) * pred_mouth
+        else:
+            tokens, aux = enc(b["audio"]), torch.zeros((), device=x0.device)
+        cond = Conditions(b["masked"], mlat, tokens, model.id_guider(b["reference"]), film)
+        d = model.denoise(x0 + sigma.reshape(-1, 1, 1, 1, 1) * noise, sigma, cond).float()
+        region = 0.05 + mlat
+        # per sample, then averaged: the mean over ranks of per-rank means is the global mean
+        rec = ((region * (d - x0) ** 2).sum(dim=(1, 2, 3, 4)) / (region.sum(dim=(1, 2, 3, 4)) * x0.shape[2])).mean()
+        pix = _pixel_loss(model, d, x0, mlat) if tc.pixel_weight > 0 else torch.zeros((), device=x0.device)
+        return rec + tc.aux_weight * aux + tc.pixel_weight * pix, rec, aux, pix
+
+
+def _tensors(batch: LatentSet, device: torch.device) -> dict[str, torch.Tensor]:
+    return {
+        "target": torch.from_numpy(batch.target).float().to(device),
+        "masked": torch.from_numpy(batch.masked).float().to(device),
+        "mask": torch.from_numpy(batch.mask).float().to(device),
+        "audio": torch.from_numpy(batch.audio.astype(np.float32)).to(device),
+        "mouth": torch.from_numpy(batch.mouth.astype(np.float32)).to(device),
+        "reference": torch.from_numpy(batch.reference).float().to(device),
+    }
+
+
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def fixed_loss(model: SayAnythingModel, batch: LatentSet, tc: FewStepConfig, seed: int = 1234) -> float:
+    """The training loss on a fixed batch with fixed noise and sigmas (a comparable curve)."""
+    gen = torch.Generator().manual_seed(seed)
+    dev = next(model.parameters()).device
+    b = _tensors(batch, dev)
+    sigma = _sigmas(model, len(batch), tc, gen).to(dev)
+    noise = torch.randn(b["target"].shape, generator=gen).to(dev)
+    was = model.training
+    model.eval()
+    loss = _Step(model, tc)(b, sigma, noise, torch.zeros(len(batch), device=dev))[0]
+    model.train(was)
+    return float(loss)
+
+
 def train_fewstep(
     model: SayAnythingModel,
-    data: LatentSet,
+    data: LatentSet | Batches,
     tc: FewStepConfig,
     out: str,
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    validation: LatentSet | None = None,
 ) -> SayAnythingModel:
-    """Train ``model`` (a consistency-parameterised SayAnythingModel) in place; return the EMA."""
+    """Train ``model`` in place on ``data`` (a cached LatentSet or a batch provider); return the EMA.
+
+    Under ``torchrun`` (``torch.distributed`` initialised) each rank trains on its own
+    batches of ``batch_size / world`` and DistributedDataParallel averages the gradients, so a
+    step sees the same global batch on 1 or N processes; rank 0 writes checkpoints and the log
+    (``log.jsonl``: step, loss, and with ``validation`` the loss on that fixed batch).
+    ``tc.minutes`` > 0 stops at that wall-clock budget (saving first)."""
+    rank, world = _world()
+    if tc.batch_size % (world * tc.accum):
+        raise InputError(
+            f"batch size {tc.batch_size} does not split over {world} processes x {tc.accum} accumulation steps: "
+            "make it a multiple of their product"
+        )
+    micro = tc.batch_size // (world * tc.accum)
+    batches = cached_batches(data) if isinstance(data, LatentSet) else data
+    dev = next(model.parameters()).device
     os.makedirs(out, exist_ok=True)
     model.vae.requires_grad_(False)
+    if tc.grad_checkpoint:
+        model.unet.enable_gradient_checkpointing()
     audio_params = list(model.audio_encoder.parameters())
-    other = [p for n, p in model.named_parameters() if not n.startswith(("vae.", "audio_encoder."))]
+    other = [p for n, p in model.named_parameters() if not n.startswith(("vae.", "audio_encoder.")) and p.requires_grad]
     opt = torch.optim.AdamW(
         [{"params": other, "lr": tc.lr}, {"params": audio_params, "lr": tc.audio_lr}], weight_decay=1e-4
     )
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     step = 0
-    gen = torch.Generator().manual_seed(tc.seed)
     path = os.path.join(out, STATE)
     if os.path.isfile(path):
-        st = torch.load(path, weights_only=False)
+        st = torch.load(path, weights_only=False, map_location=dev)
         model.load_state_dict(st["model"])
         ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"])
-        gen.set_state(st["gen"])
         step = int(st["step"])
         log.info("resumed %s at step %d", out, step)
+    # each rank draws its own noise and batches; a resumed run continues from a fresh seed
+    gen = torch.Generator().manual_seed(hash((tc.seed, rank, step)) % 2**62)
+    module: nn.Module = _Step(model, tc)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        module = DistributedDataParallel(
+            module, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True
+        )
     model.train()
     model.vae.eval()
-    enc = model.audio_encoder
-    n = len(data)
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=tc.bf16)
+    t0 = time.monotonic()
+    if rank == 0 and validation is not None and step == 0:
+        _log(out, {"step": 0, "val": fixed_loss(model, validation, tc)})
     while step < tc.steps:
         for g, base in zip(opt.param_groups, (tc.lr, tc.audio_lr), strict=True):
             g["lr"] = base * _lr(step, tc)
-        idx = torch.randint(0, n, (tc.batch_size,), generator=gen).numpy()
-        x0 = torch.from_numpy(data.target[idx]).float()
-        masked = torch.from_numpy(data.masked[idx]).float()
-        mlat = torch.from_numpy(data.mask[idx]).float()
-        audio = torch.from_numpy(data.audio[idx].astype(np.float32))
-        mouth = torch.from_numpy(data.mouth[idx])
-        ref = torch.from_numpy(data.reference[idx]).float()
-        film = None
-        if isinstance(enc, MouthAudioEncoder):
-            tokens, pred_mouth = enc.features(audio)
-            aux = mouth_loss(pred_mouth, mouth)
-            if model.config.mouth_film:
-                forced = (torch.rand(tc.batch_size, generator=gen) < tc.truth_mouth).float().reshape(-1, 1, 1)
-                film = forced * mouth + (1 - forced) * pred_mouth
-        else:
-            tokens, aux = enc(audio), torch.zeros(())
-        cond = Conditions(masked, mlat, tokens, model.id_guider(ref), film)
-        sigma = _sigmas(model, tc.batch_size, tc, gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        d = model.denoise(x0 + sigma.reshape(-1, 1, 1, 1, 1) * noise, sigma, cond)
-        region = 0.05 + mlat
-        rec = (region * (d - x0) ** 2).sum() / (region.sum() * x0.shape[2])
-        loss = rec + tc.aux_weight * aux
-        pix = _pixel_loss(model, d, x0, mlat) if tc.pixel_weight > 0 else torch.zeros(())
-        loss = loss + tc.pixel_weight * pix
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        sums = torch.zeros(4)
+        for _ in range(tc.accum):
+            b = _tensors(batches(micro, gen), dev)
+            sigma = _sigmas(model, micro, tc, gen).to(dev)
+            noise = torch.randn(b["target"].shape, generator=gen).to(dev)
+            forced = (torch.rand(micro, generator=gen) < tc.truth_mouth).float().to(dev)
+            with amp:
+                parts = module(b, sigma, noise, forced)
+            (parts[0] / tc.accum).backward()
+            sums += torch.stack([p.detach().float().cpu() for p in parts]) / tc.accum
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
@@ -188,14 +303,36 @@ def train_fewstep(
             decay = min(tc.ema_decay, (1 + step) / (10 + step))
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - decay)
-        if progress:
-            progress(
-                step,
-                {"loss": float(loss.item()), "rec": float(rec.item()), "aux": float(aux.item()), "pix": float(pix.item())},
-            )
-        if step % tc.save_every == 0 or step == tc.steps:
-            _save(model, ema, opt, gen, step, out)
+        losses = dict(zip(("loss", "rec", "aux", "pix"), (float(v) for v in sums), strict=True))
+        if progress and rank == 0:
+            progress(step, losses)
+        out_of_time = tc.minutes > 0 and (time.monotonic() - t0) / 60 >= tc.minutes
+        if world > 1 and tc.minutes > 0:  # every rank stops at the same step
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(out_of_time)], device=dev)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
+        if step % tc.save_every == 0 or step == tc.steps or out_of_time:
+            if rank == 0:
+                _save(model, ema, opt, step, out)
+                rec = {"step": step, **{k: round(v, 5) for k, v in losses.items()}}
+                if validation is not None:
+                    rec["val"] = fixed_loss(model, validation, tc)
+                _log(out, rec)
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()
+        if out_of_time:
+            log.info("time budget of %.1f min reached at step %d", tc.minutes, step)
+            break
     return ema
+
+
+def _log(out: str, rec: dict[str, float]) -> None:
+    with open(os.path.join(out, "log.jsonl"), "a") as f:
+        f.write(json.dumps(rec) + "\n")
 
 
 def _pixel_loss(model: SayAnythingModel, d: torch.Tensor, x0: torch.Tensor, mlat: torch.Tensor) -> torch.Tensor:
@@ -216,23 +353,14 @@ def _pixel_loss(model: SayAnythingModel, d: torch.Tensor, x0: torch.Tensor, mlat
     with torch.no_grad():
         tgt = model.vae.decode(x0[box].contiguous())
     f = pred.shape[-1] // (x1 - x0_)
-    m = F.interpolate(mlat[box].flatten(0, 1), scale_factor=f, mode="nearest").reshape(*pred.shape[:2], 1, *pred.shape[-2:])
+    m = F.interpolate(mlat[box].flatten(0, 1), scale_factor=f, mode="nearest").reshape(
+        *pred.shape[:2], 1, *pred.shape[-2:]
+    )
     return (m * (pred - tgt).abs()).sum() / (m.sum() * 3 + 1e-6)
 
 
-def _save(
-    model: SayAnythingModel,
-    ema: SayAnythingModel,
-    opt: torch.optim.Optimizer,
-    gen: torch.Generator,
-    step: int,
-    out: str,
-) -> None:
+def _save(model: SayAnythingModel, ema: SayAnythingModel, opt: torch.optim.Optimizer, step: int, out: str) -> None:
     save_checkpoint(ema, out)
     tmp = os.path.join(out, STATE + ".tmp")
-    torch.save(
-        {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-         "step": step},
-        tmp,
-    )  # fmt: skip
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
     os.replace(tmp, os.path.join(out, STATE))

@@ -90,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not os.path.isfile(os.path.join(audio_dir, "audio_encoder.pt")):
             report = audio_train.run(
-                audio_dir, args.utterances, 60, audio_train.AudioTrainConfig(steps=args.audio_steps), args.cache, AUDIO, 64
+                audio_dir,
+                args.utterances,
+                60,
+                audio_train.AudioTrainConfig(steps=args.audio_steps),
+                args.cache,
+                AUDIO,
+                64,
             )
             log.info("audio pre-training: %s", json.dumps(report))
         model = initial_model(audio_dir, args.base)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 import numpy as np
@@ -290,3 +291,58 @@ def rerender(clip: Clip, mouth: np.ndarray, size: int | None = None) -> np.ndarr
             clip.style, clip.poses[i], shape(mouth[i % mouth.shape[0]]), float(clip.blinks[i]), size
         )
     return out
+
+
+def write_clip_video(
+    clip: Clip,
+    path: str,
+    frames: np.ndarray | None = None,
+    audio_delay_s: float = 0.0,
+    audio: np.ndarray | None = None,
+    times_ms: list[int] | None = None,
+) -> str:
+    """Encode a clip as H.264 + AAC (16 kHz mono): its frames or ``frames``, its audio or
+    ``audio`` (an empty array: no audio track) delayed by ``audio_delay_s`` (negative: early),
+    at 25 frames/s or at the presentation times ``times_ms`` (variable frame rate)."""
+    import av
+
+    frames = clip.frames if frames is None else frames
+    audio = clip.audio if audio is None else audio
+    shift = round(abs(audio_delay_s) * SAMPLE_RATE_HZ)
+    if audio_delay_s > 0:
+        audio = np.concatenate([np.zeros(shift, np.float32), audio])
+    elif audio_delay_s < 0:
+        audio = audio[shift:]
+    with av.open(path, "w") as c:
+        st = c.add_stream("libx264", rate=FPS)
+        st.height, st.width = frames.shape[1:3]
+        st.pix_fmt = "yuv420p"
+        st.options = {"preset": "ultrafast", "crf": "18"}
+        if times_ms is not None:
+            st.time_base = st.codec_context.time_base = Fraction(1, 1000)
+        ast = None
+        if audio.size:
+            ast = c.add_stream("aac", rate=SAMPLE_RATE_HZ)
+            ast.layout = "mono"
+        for i, img in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(format="yuv420p")
+            if times_ms is None:
+                vf.pts = i
+            else:
+                vf.pts, vf.time_base = times_ms[i], Fraction(1, 1000)
+            for p in st.encode(vf):
+                c.mux(p)
+        for p in st.encode(None):
+            c.mux(p)
+        if ast is not None:
+            for i in range(0, audio.shape[0], 1024):
+                af = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(audio[None, i : i + 1024], np.float32), format="flt", layout="mono"
+                )
+                af.sample_rate = SAMPLE_RATE_HZ
+                af.pts = i
+                for p in ast.encode(af):
+                    c.mux(p)
+            for p in ast.encode(None):
+                c.mux(p)
+    return path

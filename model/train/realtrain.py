@@ -1,0 +1,280 @@
+"""Training on prepared real video (``train --data``), on one CPU, one GPU or many under
+``torchrun``, and personal enrolment from one clip (``enrol``).
+
+Both use the direct few-step objective of ``model/train/fewstep.py`` (the shipped student is a
+consistency-parameterised model; a teacher checkpoint, e.g. ``init --svd``, gets the same
+denoising regression at log-normal noise levels).
+
+Many GPUs or nodes: PyTorch DDP under torchrun, the same command on every node::
+
+    torchrun --nnodes 2 --nproc-per-node 8 --node-rank R --rdzv-backend c10d \\
+        --rdzv-endpoint HOST:29500 -m stream.cli train --data DATA --out runs/x --device cuda
+
+Each rank streams its own shards; rank 0 writes the checkpoint, ``fewstep_state.pt`` and
+``log.jsonl``; run the same command again to resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.network import SayAnythingModel
+from model.train.dataset import ChunkSet
+from model.train.fewstep import FewStepConfig, LatentSet, encode_latents, stream_batches, train_fewstep
+from model.train.prepare import MANIFEST, PrepareConfig, Shard, load_manifest, mouth_darkness, prepare, shard_paths
+from model.train.shards import ShardStream
+from stream.errors import InputError
+
+log = logging.getLogger(__name__)
+SHIPPED = os.path.join(os.path.dirname(__file__), "..", "weights", "tiny")
+
+
+def _distributed(device: str) -> tuple[int, int, str]:
+    """Join the torchrun process group when launched by it; returns rank, world, device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        device = f"cuda:{local}"
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), world, device
+
+
+def _check_data(model: SayAnythingModel, dirs: list[str]) -> None:
+    for d in dirs:
+        s = load_manifest(d)["settings"]
+        c = model.config
+        if s["resolution_px"] != c.resolution_px or s["chunk_frames"] != c.chunk_frames:
+            raise InputError(
+                f"{d} was prepared for {s['resolution_px']} px, {s['chunk_frames']}-frame chunks but the model takes "
+                f"{c.resolution_px} px, {c.chunk_frames}: prepare it with --preset {c.name}"
+            )
+
+
+def train_on_data(
+    dirs: list[str],
+    out: str,
+    init: str = SHIPPED,
+    tc: FewStepConfig | None = None,
+    device: str = "cpu",
+    synthetic: LatentSet | None = None,
+    synthetic_share: float = 0.0,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> SayAnythingModel:
+    """Train from checkpoint ``init`` on prepared datasets ``dirs`` (plus, with
+    ``synthetic_share`` > 0, that share of every batch from cached synthetic latents)."""
+    tc = tc or FewStepConfig()
+    rank, world, device = _distributed(device)
+    model = load_checkpoint(init).float().to(device)
+    if not model.config.consistency:  # a teacher: plain denoising regression at log-normal sigmas
+        tc = dataclasses.replace(tc, p_first=0.0, p_second=0.0)
+    _check_data(model, dirs)
+    paths = [p for d in dirs for p in shard_paths(d)]
+    if not paths:
+        raise InputError(f"{' '.join(dirs)}: no clip was kept when preparing (see manifest.json): nothing to train on")
+    # a fixed validation batch from the last shard, held out of training when there are others
+    val_shard = Shard.load(paths[-1]).chunks()
+    train_paths = paths[:-1] if len(paths) > world else paths
+    validation = encode_latents(model, _take(val_shard, min(4, len(val_shard))), device=device)
+    stream = ShardStream(train_paths, rank=rank, world=world, seed=tc.seed)
+    real = stream_batches(model, stream)
+    batches = real
+    if synthetic is not None and synthetic_share > 0:
+        from model.train.fewstep import cached_batches
+
+        synth = cached_batches(synthetic)
+
+        def batches(n: int, gen: torch.Generator) -> LatentSet:
+            k = int(torch.binomial(torch.tensor([float(n)]), torch.tensor([synthetic_share]), generator=gen).item())
+            parts = ([synth(k, gen)] if k else []) + ([real(n - k, gen)] if n - k else [])
+            return LatentSet(*(np.concatenate([getattr(p, f) for p in parts]) for f in LatentSet.__dataclass_fields__))
+
+    return train_fewstep(model, batches, tc, out, progress, validation=validation)
+
+
+def _take(cs: ChunkSet, n: int) -> ChunkSet:
+    return ChunkSet(*(getattr(cs, f)[:n] for f in ChunkSet.__dataclass_fields__))
+
+
+# -- enrolment -----------------------------------------------------------------------------
+def _load_all(data_dir: str) -> Shard:
+    shards = [Shard.load(p) for p in shard_paths(data_dir)]
+    return Shard(*(np.concatenate([getattr(s, f) for s in shards]) for f in Shard.__dataclass_fields__))
+
+
+@torch.inference_mode()
+def held_out_scores(model: SayAnythingModel, data: Shard, steps: int = 1) -> dict[str, float]:
+    """The model on real held-out chunks (the mouth masked, driven by the clip's own audio):
+    mouth PSNR and SSIM against the real frames in the mask region, and the correlation of
+    the mouth's darkness (it rises as the mouth opens) with the audio energy, for the output
+    and, as the reference, for the real frames."""
+    from model.pipeline import SayAnythingPipeline
+    from model.train.evaluate import ssim
+
+    pipe = SayAnythingPipeline(model)
+    psnr, ss, dark_out, dark_real, energy = [], [], [], [], []
+    for i in range(len(data)):
+        frames = pipe._to_tensor(data.frames[i])
+        masks = torch.from_numpy(data.masks[i].astype(np.float32))[None, :, None]
+        audio = torch.from_numpy(data.audio[i].astype(np.float32))[None]
+        ref = pipe.encode_reference(data.reference[i])
+        out = pipe.sample(frames, masks, audio, ref, steps)
+        img = ((out[0].float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for k in range(img.shape[0]):
+            m = data.masks[i, k] > 0
+            if not m.any():
+                continue
+            a, b = img[k][m].astype(np.float64), data.frames[i, k][m].astype(np.float64)
+            mse = float(np.mean((a - b) ** 2))
+            psnr.append(10 * math.log10(255**2 / max(mse, 1e-10)))
+            ss.append(ssim(img[k][m].mean(-1), data.frames[i, k][m].mean(-1)))
+            dark_out.append(mouth_darkness(img[k], data.keypoints[i, k]))
+            dark_real.append(mouth_darkness(data.frames[i, k], data.keypoints[i, k]))
+            w = data.audio[i, k].astype(np.float64)
+            centre = len(w) * 5 // 7  # the frame's own time in its window (200 of 280 ms)
+            seg = w[max(0, centre - 320) : centre + 320]
+            energy.append(10 * math.log10(float(np.mean(seg**2)) + 1e-10))
+
+    def corr(x: list[float]) -> float:
+        return float(np.corrcoef(x, energy)[0, 1]) if np.std(x) > 1e-9 and np.std(energy) > 1e-9 else 0.0
+
+    return {
+        "psnr_db": float(np.mean(psnr)),
+        "psnr_std": float(np.std(psnr)),
+        "ssim": float(np.mean(ss)),
+        "corr_audio": corr(dark_out),
+        "corr_audio_real_frames": corr(dark_real),
+        "frames": len(psnr),
+    }
+
+
+def enrol(
+    video: str,
+    out: str,
+    base: str = SHIPPED,
+    minutes: float = 10.0,
+    hold_out: float = 0.2,
+    steps: int = 1,
+    lr: float = 1e-4,
+    batch_size: int = 4,
+    min_seconds: float = 10.0,
+    progress: Callable[[str, float, float], None] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``base`` on one clip of the user within ``minutes`` (preparation included),
+    holding out the last ``hold_out`` of the clip to report before/after scores. Writes the
+    checkpoint to ``out`` (via ``out.partial``, renamed when done) with ``enrol_report.json``."""
+    t0 = time.monotonic()
+    if os.path.exists(os.path.join(out, "config.json")):
+        raise InputError(f"enrol: {out} already holds a checkpoint: choose another --out or remove it")
+    work = out + ".partial"
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    try:
+        model = load_checkpoint(base).float()
+        data_dir = os.path.join(work, "data")
+        prepare([video], data_dir, preset=model.config, pc=PrepareConfig(min_seconds=min_seconds))
+        m = load_manifest(data_dir)
+        res = next(iter(m["clips"].values()))
+        if res["status"] != "kept":
+            raise InputError(
+                f"enrol: {video} cannot be used ({res['reason']}); record 30-120 s of yourself talking, face to "
+                "the camera, in steady light"
+            )
+        chunks = _load_all(data_dir)
+        chunks = _take_idx(chunks, np.argsort(chunks.times[:, 0]))
+        times = chunks.times
+        t_lo, t_hi = float(times[0, 0]), float(times[-1, -1])
+        cut = t_lo + (1 - hold_out) * (t_hi - t_lo)
+        train_idx = np.nonzero(times[:, -1] < cut)[0]
+        test_idx = np.nonzero(times[:, 0] >= cut)[0]
+        if len(train_idx) < 4 or len(test_idx) < 2:
+            raise InputError(f"enrol: {video} has too few usable face chunks ({len(times)}): record a longer clip")
+        test = _take_idx(chunks, test_idx)
+        if progress:
+            progress("scoring the base model", time.monotonic() - t0, 0.0)
+        before = held_out_scores(model, test, steps)
+        lat = encode_latents(model, _take_idx(chunks, train_idx).chunks())
+        used = (time.monotonic() - t0) / 60
+        # leave room for scoring after training (about what scoring before took) and saving
+        score_min = 1.5 * used / 2
+        budget = max(0.5, minutes - used - score_min)
+        tc = FewStepConfig(
+            steps=100_000,
+            batch_size=batch_size,
+            lr=lr,
+            audio_lr=0.0,  # the audio-to-mouth mapping stays the general one: only appearance adapts
+            warmup=20,
+            ema_decay=0.99,
+            save_every=10**9,
+            minutes=budget,
+        )
+        start = time.monotonic()
+
+        def step_progress(step: int, losses: dict[str, float]) -> None:
+            if progress and step % 10 == 0:
+                el = time.monotonic() - start
+                progress(f"fine-tuning step {step} loss {losses['loss']:.4f}", el, max(0.0, budget * 60 - el))
+
+        ema = train_fewstep(model, lat, dataclasses.replace(tc, steps=tc.steps), os.path.join(work, "train"),
+                            step_progress)  # fmt: skip
+        after = held_out_scores(ema, test, steps)
+        save_checkpoint(ema, work)
+        report = {
+            "video": os.path.abspath(video),
+            "base": os.path.abspath(base),
+            "train_chunks": int(len(train_idx)),
+            "held_out_chunks": int(len(test_idx)),
+            "held_out_from_s": round(cut, 2),
+            "train_steps": _steps_done(os.path.join(work, "train")),
+            "minutes": round((time.monotonic() - t0) / 60, 2),
+            "before": before,
+            "after": after,
+        }
+        with open(os.path.join(work, "enrol_report.json"), "w") as f:
+            json.dump(report, f, indent=1)
+        shutil.rmtree(os.path.join(work, "train"), ignore_errors=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        if os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
+        os.replace(work, out)
+        return report
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _steps_done(train_dir: str) -> int:
+    try:
+        with open(os.path.join(train_dir, "log.jsonl")) as f:
+            return int(json.loads(f.readlines()[-1])["step"])
+    except (OSError, IndexError, KeyError, ValueError):
+        return 0
+
+
+def _take_idx(cs: Shard, idx: np.ndarray) -> Shard:
+    return Shard(*(getattr(cs, f)[idx] for f in Shard.__dataclass_fields__))
+
+
+def print_progress(what: str, elapsed: float, left: float) -> None:
+    print(f"enrol: {what} ({elapsed:.0f} s, ~{left:.0f} s left)", file=sys.stderr)
+
+
+__all__ = ["MANIFEST", "enrol", "held_out_scores", "train_on_data"]
