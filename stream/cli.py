@@ -346,7 +346,21 @@ def cmd_distill(args: argparse.Namespace) -> int:
     teacher = load_checkpoint(args.teacher)
     if teacher.config.consistency:
         raise SayAnythingError(f"checkpoint {args.teacher} is already a distilled student: pass a teacher checkpoint")
-    if args.synthetic:
+    if args.data:
+        from model.train.distill import stream_batches
+        from model.train.prepare import Shard, shard_paths
+        from model.train.realtrain import _check_data
+        from model.train.shards import ShardStream
+        from model.train.train import to_tensors
+
+        _check_data(teacher, args.data)
+        paths = [p for d in args.data for p in shard_paths(d)]
+        last = Shard.load(paths[-1]).chunks()
+        held_out = to_tensors(last, np.arange(1))
+        stream = ShardStream(paths[:-1] if len(paths) > 1 else paths, seed=args.seed)
+        n = sum(len(Shard.load(p)) for p in paths)
+        batches = stream_batches(teacher, stream, args.batch_size)
+    elif args.synthetic:
         from model.train.dataset import build
         from model.train.train import to_tensors
 
@@ -356,7 +370,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         batches = chunkset_batches(teacher, data, args.batch_size, args.seed)
     else:
         if not (args.video and args.audio):
-            raise SayAnythingError("distill needs --video and --audio, or --synthetic N: give one")
+            raise SayAnythingError("distill needs --video and --audio, --data DATA, or --synthetic N: give one")
         chunks = clip_chunks(args.video, args.audio, teacher.config)
         n = chunks["frames"].shape[0]
         held_out = {k: v[-1:] for k, v in chunks.items()}
@@ -670,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--video", help="training clip (a visible face)")
     ds.add_argument("--audio", help="its driving audio")
     ds.add_argument("--synthetic", type=int, metavar="N", help="instead: N synthetic training clips (see train)")
+    ds.add_argument("--data", nargs="+", metavar="DATA", help="instead: prepared datasets (see prepare)")
     ds.add_argument("--cache", metavar="DIR", help="synthetic chunk cache (shared with train)")
     ds.add_argument("--iterations", type=int, default=2000)
     ds.add_argument("--lr", type=float, default=1e-4)

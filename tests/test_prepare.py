@@ -195,3 +195,25 @@ def test_enrol_refuses_unusable_clips_and_leaves_nothing(videos, tmp_path) -> No
             enrol(videos[name], out, minutes=1.0, min_seconds=5.0)
         assert "record" in str(e.value) and "\n" not in str(e.value)
         assert not os.path.exists(out) and not os.path.exists(out + ".partial")
+
+
+def test_distill_on_prepared_data(prepared, tmp_path) -> None:  # noqa: ANN001
+    from stream.cli import main
+
+    data, _ = prepared
+    teacher = _micro_checkpoint(str(tmp_path / "teacher"))
+    out = str(tmp_path / "student")
+    argv = ["distill", "--teacher", teacher, "--out", out, "--data", data, "--iterations", "3", "--batch-size", "2"]
+    assert main(argv) == 0
+    from model.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out).config.consistency
+    # a dataset prepared for another resolution is refused with the fix
+    with pytest.raises(InputError, match="prepare it with --preset"):
+        train_on_data([data], str(tmp_path / "x"), str(model_dir_tiny()), FewStepConfig(steps=1))
+
+
+def model_dir_tiny() -> str:
+    from model import SHIPPED_WEIGHTS
+
+    return SHIPPED_WEIGHTS["tiny"]

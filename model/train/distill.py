@@ -22,6 +22,7 @@ import torch
 from model.network import Conditions, SayAnythingModel
 from model.sampler import karras_sigmas
 from model.train.dataset import ChunkSet
+from model.train.shards import ShardStream
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,22 @@ def chunkset_batches(
 
     def get(_: int) -> Batch:
         t = to_tensors(data, rng.integers(0, len(data), batch_size))
+        f, m, a, r = t["inputs"], t["masks"], t["audio"], t["reference"]
+        with torch.no_grad():
+            latents = teacher.vae.encode(t["frames"])
+            cond = teacher.conditions(f, m, a, teacher.encode_reference(r))
+        return Batch(latents, cond, f, m, a, r)
+
+    return get
+
+
+def stream_batches(teacher: SayAnythingModel, stream: ShardStream, batch_size: int) -> Callable[[int], Batch]:
+    """Batches streamed from prepared shards (real video: the model is given the frame itself)."""
+    from model.train.train import to_tensors
+
+    def get(_: int) -> Batch:
+        data = stream.next(batch_size)
+        t = to_tensors(data, np.arange(len(data)))
         f, m, a, r = t["inputs"], t["masks"], t["audio"], t["reference"]
         with torch.no_grad():
             latents = teacher.vae.encode(t["frames"])
