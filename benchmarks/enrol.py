@@ -22,8 +22,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -108,7 +106,8 @@ def main() -> int:
             f.write(
                 f"\n## Enrolment on 2 CPU cores (issue 12)\n\n`{cmd}` ({result['date']}, {result['machine']}): a "
                 f"{result['clip_s']} s clip of a held-out character, enrolled in {result['enrol_wall_min']} min "
-                f"({report['train_steps']} steps); held-out last {result['held_out_s']} s, dubbed through the engine:\n\n"
+                f"({report['train_steps']} steps); held-out last {result['held_out_s']} s, dubbed through the "
+                "engine:\n\n"
                 "| model | mouth PSNR | SSIM | openness corr | offset |\n| --- | --- | --- | --- | --- |\n"
                 f"| shipped tiny | {s['psnr_db']:.1f} dB | {s['ssim']:.3f} | {s['corr']:.3f} | {s['offset_frames']} |\n"
                 f"| enrolled | {e['psnr_db']:.1f} dB | {e['ssim']:.3f} | {e['corr']:.3f} | {e['offset_frames']} |\n"

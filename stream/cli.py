@@ -479,7 +479,17 @@ def _train_data(args: argparse.Namespace) -> int:
 def cmd_enrol(args: argparse.Namespace) -> int:
     from model.train.realtrain import SHIPPED, enrol, print_progress
 
-    r = enrol(args.video, args.out, args.base or SHIPPED, args.minutes, progress=print_progress)
+    video = args.video
+    if args.camera or args.mic:
+        if not (args.camera and args.mic) or video:
+            raise SayAnythingError("enrol: record with --camera and --mic (no --video), or pass --video ME.mp4")
+        from stream.record import record_clip
+
+        video = record_clip(_config(args), args.seconds, os.path.normpath(args.out) + "-recording.mp4")
+        print(f"recorded {video}")
+    elif not video:
+        raise SayAnythingError("enrol needs --video ME.mp4, or --camera --mic to record one")
+    r = enrol(video, args.out, args.base or SHIPPED, args.minutes, progress=print_progress)
     b, a = r["before"], r["after"]
     print(
         f"wrote {args.out} in {r['minutes']:.1f} min ({r['train_steps']} steps on {r['train_chunks']} chunks); "
@@ -713,7 +723,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(fn=cmd_prepare)
 
     en = sub.add_parser("enrol", help="fine-tune the model on a clip of yourself (CPU, minutes)")
-    en.add_argument("--video", required=True, metavar="ME.mp4", help="30-120 s of you talking, face to the camera")
+    common(en)
+    en.add_argument("--video", metavar="ME.mp4", help="30-120 s of you talking, face to the camera")
+    en.add_argument("--camera", action="store_true", help="record the clip from live.camera_device (with --mic)")
+    en.add_argument("--mic", action="store_true", help="... and live.mic_device")
+    en.add_argument("--seconds", type=float, default=60.0, help="length of the recording")
     en.add_argument("--out", required=True, metavar="DIR")
     en.add_argument("--minutes", type=float, default=10.0, help="time budget, preparation and scoring included")
     en.add_argument("--base", metavar="DIR", help="checkpoint to start from (default: the shipped tiny model)")

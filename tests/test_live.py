@@ -32,7 +32,7 @@ from stream.sinks.virtualcam import VirtualCameraSink, even_frame, open_virtual_
 from stream.sources.camera import CameraSource
 from stream.sources.mic import MicSource
 from tests.fakes import MarkerModel
-from tests.media import SAMPLE_FACE, speech
+from tests.media import SAMPLE_FACE, face_clip, speech
 
 D_MS = 500
 
@@ -360,3 +360,30 @@ def test_dubbed_speech_replaces_the_presenters_voice_on_the_virtual_mic(pulse) -
     seg = y[: len(y) // hop * hop].reshape(-1, hop)[loud].reshape(-1)
     spec = np.abs(np.fft.rfft(seg))
     assert abs(np.argmax(spec) * ry / seg.size - 300) < 5  # it is the dub's tone, not the voice
+
+
+def test_enrol_recording_from_camera_and_microphone(pulse, tmp_path, capsys) -> None:  # noqa: ANN001
+    """``enrol --camera --mic`` records first: a file stands in for the camera, speech played
+    into sa_feed is the microphone; the MP4 holds both, with prompts printed while recording."""
+    import av
+
+    from stream.record import record_clip
+
+    cam = face_clip(str(tmp_path / "cam.mp4"), seconds=3.0)
+    cfg = _config(f"live.camera_device={cam}", "live.mic_device=sa_feed.monitor")
+    rate = 48000
+    feed = _feed(speech(3.0, rate)[:, 0], rate)
+    try:
+        out = record_clip(cfg, 2.5, str(tmp_path / "rec.mp4"))
+    finally:
+        feed.stop()
+    printed = capsys.readouterr().out
+    assert "recording 2 s" in printed or "recording 3 s" in printed
+    assert "[   0 s] Look at the camera" in printed
+    with av.open(out) as c:
+        n_video = sum(1 for _ in c.decode(video=0))
+    with av.open(out) as c:
+        pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+    assert n_video >= 30 and pcm.shape[0] > 16000 * 2
+    assert float(np.abs(pcm).max()) > 0.01  # the speech was heard
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporary file left
