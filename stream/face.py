@@ -1,9 +1,10 @@
 """Faces: detect periodically, track and smooth in between, crop to the model size, build the
 adaptive mouth mask (the model's editing-control region) and paste the result back, feathered.
 
-The default detector is MediaPipe's short-range BlazeFace, whose weights ship inside the
-``mediapipe`` wheel (nothing downloads). It gives a box and six keypoints: right eye, left eye,
-nose tip, mouth centre, right ear tragion, left ear tragion.
+The default detector is MediaPipe's short-range BlazeFace, run by MediaPipe's Tasks API from the
+weights the project ships (``stream/assets/face_detection_short_range.tflite``, Apache-2.0, as
+released in the mediapipe 0.10.14 wheel; nothing downloads). It gives a box and six keypoints:
+right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from stream.config import FaceConfig
 from stream.errors import InputError
 
 log = logging.getLogger(__name__)
-# mediapipe 0.10.14 calls a protobuf API that newer protobuf 4.x deprecates, once per graph run
-warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated", category=UserWarning)
+FACE_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "face_detection_short_range.tflite")
 
 # Keypoint rows in FaceDetection.keypoints
 RIGHT_EYE, LEFT_EYE, NOSE, MOUTH = 0, 1, 2, 3
@@ -68,20 +68,28 @@ class FaceDetector(Protocol):
 
 
 class MediaPipeFaceDetector:
-    """BlazeFace short-range detector from the installed mediapipe package."""
+    """BlazeFace short-range detector (MediaPipe Tasks) with the shipped weights."""
 
     def __init__(self, min_confidence: float = 0.5) -> None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 import mediapipe as mp
+                from mediapipe.tasks.python import BaseOptions, vision
         except ImportError as e:  # pragma: no cover - mediapipe is a hard dependency
-            raise InputError("face detection needs mediapipe==0.10.14: pip install 'mediapipe==0.10.14'") from e
+            raise InputError("face detection needs mediapipe: pip install 'mediapipe==0.10.32'") from e
+        if not os.path.isfile(FACE_MODEL):
+            raise InputError(f"the face detector's weights {FACE_MODEL} are missing: reinstall sayanything-live")
+        self._mp = mp
+        opts = vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=FACE_MODEL), min_detection_confidence=min_confidence
+        )
         with _quiet_native_stderr():
-            self._fd = mp.solutions.face_detection.FaceDetection(
-                model_selection=0, min_detection_confidence=min_confidence
-            )
-            self._fd.process(np.zeros((64, 64, 3), np.uint8))  # warm up (its first call logs natively)
+            self._fd = vision.FaceDetector.create_from_options(opts)
+            self._run(np.zeros((64, 64, 3), np.uint8))  # warm up (its first call logs natively)
+
+    def _run(self, image: np.ndarray):  # noqa: ANN202
+        return self._fd.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=image))
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         h, w = image.shape[:2]
@@ -91,13 +99,16 @@ class MediaPipeFaceDetector:
             if scale == 1.0
             else cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         )
-        res = self._fd.process(np.ascontiguousarray(small))
+        res = self._run(np.ascontiguousarray(small))
+        sx, sy = w / small.shape[1], h / small.shape[0]
         out = []
         for d in res.detections or []:
-            rb = d.location_data.relative_bounding_box
-            kp = np.array([[k.x * w, k.y * h] for k in d.location_data.relative_keypoints], np.float32)
-            box = (rb.xmin * w, rb.ymin * h, (rb.xmin + rb.width) * w, (rb.ymin + rb.height) * h)
-            out.append(FaceDetection(box, float(d.score[0]), kp))
+            b = d.bounding_box  # pixels of the image detected on
+            kp = np.array([[k.x * w, k.y * h] for k in d.keypoints or []], np.float32)
+            if kp.shape != (6, 2):
+                continue
+            box = (b.origin_x * sx, b.origin_y * sy, (b.origin_x + b.width) * sx, (b.origin_y + b.height) * sy)
+            out.append(FaceDetection(box, float(d.categories[0].score), kp))
         return out
 
     def close(self) -> None:

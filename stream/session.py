@@ -111,6 +111,7 @@ class LipSyncSession:
         self._rest_crop: np.ndarray | None = None
         self._rest_job: cf.Future[JobResult] | None = None
         self._last_good: tuple[int, np.ndarray] | None = None  # (frame index, crop)
+        self._silenced: list[tuple[float, float]] = []  # media-time spans cut by interrupt()
 
     # -- input ------------------------------------------------------------------------
     def _deadline(self, media_s: float) -> float:
@@ -190,7 +191,19 @@ class LipSyncSession:
         return self._slots[k] if 0 <= k < len(self._slots) else None
 
     def _speech_w(self, t: float) -> float:
+        for a, b in self._silenced:
+            if a <= t < b:
+                return 0.0
         return speech_weight(*self.vad.change_points(), t, self.config.vad.crossfade_ms / 1000)
+
+    def interrupt(self, media_s: float) -> None:
+        """Speech stops at ``media_s``: the audio from there to what has been pushed so far is
+        not played, and those frames show the mouth at rest (an avatar whose user interrupted
+        it). Audio pushed later plays as usual."""
+        end = max(self.ring.end_s, media_s)
+        oldest = self._slots[0].frame.time_s if self._slots else media_s
+        self._silenced = [(a, b) for a, b in self._silenced if b > oldest] + [(media_s, end + 1e-6)]
+        self._audio_out = deque((af, d) for af, d in self._audio_out if af.time_s + af.duration_s <= media_s)
 
     def _plan_chunks(self) -> None:
         while True:
@@ -343,6 +356,11 @@ class LipSyncSession:
     @property
     def pending_frames(self) -> int:
         return len(self._slots)
+
+    @property
+    def audio_pending(self) -> int:
+        """Audio blocks pushed and not yet handed out."""
+        return len(self._audio_out)
 
     def next_deadline(self, audio_lead_s: float = 0.0) -> float | None:
         """When :meth:`pull` (with the same ``audio_lead_s``) next has something to hand out."""
