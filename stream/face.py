@@ -9,14 +9,16 @@ right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import math
 import os
 import warnings
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -67,8 +69,32 @@ class FaceDetector(Protocol):
     def detect(self, image: np.ndarray) -> list[FaceDetection]: ...
 
 
+# MediaPipe Tasks objects run their C calls on a private executor thread; one left to the cyclic
+# garbage collector can be finalised after its executor, and its close() then waits forever.
+# So each is held here, closed by close() or by a weakref.finalize when its owner is collected
+# (while the object itself is alive), and forgotten (not closed) at interpreter exit.
+_LIVE: dict[int, Any] = {}
+
+
+def _close_task(key: int) -> None:
+    task = _LIVE.pop(key, None)
+    if task is not None:
+        try:
+            task.close()
+        except Exception as e:  # noqa: BLE001 - closing must not raise from a finaliser
+            log.debug("closing a face detector: %s", e)
+
+
+@atexit.register
+def _forget_tasks() -> None:
+    for task in _LIVE.values():
+        task._handle = None  # the process is ending: nothing to release, and no executor to do it
+    _LIVE.clear()
+
+
 class MediaPipeFaceDetector:
-    """BlazeFace short-range detector (MediaPipe Tasks) with the shipped weights."""
+    """BlazeFace short-range detector (MediaPipe Tasks) with the shipped weights. ``close()``
+    releases it (its thread and native state); it is also released when collected."""
 
     def __init__(self, min_confidence: float = 0.5) -> None:
         try:
@@ -86,6 +112,10 @@ class MediaPipeFaceDetector:
         )
         with _quiet_native_stderr():
             self._fd = vision.FaceDetector.create_from_options(opts)
+            self._key = id(self._fd)
+            _LIVE[self._key] = self._fd
+            self._finalizer = weakref.finalize(self, _close_task, self._key)
+            self._finalizer.atexit = False
             self._run(np.zeros((64, 64, 3), np.uint8))  # warm up (its first call logs natively)
 
     def _run(self, image: np.ndarray):  # noqa: ANN202
@@ -112,7 +142,7 @@ class MediaPipeFaceDetector:
         return out
 
     def close(self) -> None:
-        self._fd.close()
+        self._finalizer()
 
 
 @dataclass(frozen=True)
@@ -161,6 +191,7 @@ class FaceTracker:
     def __init__(self, config: FaceConfig, detector: FaceDetector | None = None) -> None:
         self.config = config
         self.detector = detector if detector is not None else MediaPipeFaceDetector(config.min_confidence)
+        self._own_detector = detector is None
         self.state: FaceState | None = None
         self._frame_index = 0
         self._frames_since_seen = 0
@@ -168,6 +199,13 @@ class FaceTracker:
         self._v: np.ndarray | None = None  # its velocity per frame
         self._since_update = 0
         self.detections_run = 0
+
+    def close(self) -> None:
+        """Release the detector this tracker made (one passed in stays its owner's)."""
+        if self._own_detector:
+            close = getattr(self.detector, "close", None)
+            if close is not None:
+                close()
 
     def update(self, image: np.ndarray) -> FaceState | None:
         i = self._frame_index

@@ -94,6 +94,7 @@ class LipSyncSession:
         self.worker = worker if worker is not None else ModelWorker(model, clock)
         self._own_worker = worker is None
         self.tracker = tracker if tracker is not None else FaceTracker(config.face)
+        self._own_tracker = tracker is None
         self.cropper = FaceCropper(config.face, model.resolution_px)
         self.ring = AudioRing(config.audio.ring_buffer_ms)
         self.audio_in = AudioInput(self.ring)
@@ -374,3 +375,5 @@ class LipSyncSession:
     def close(self) -> None:
         if self._own_worker:
             self.worker.close()
+        if self._own_tracker:
+            self.tracker.close()  # its face detector: native state and a thread

@@ -120,14 +120,17 @@ def build(
     face = FaceConfig()
     parts: list[ChunkSet] = []
     skipped = 0
-    for s in seeds:
-        cs = clip_to_chunks(make_clip(s, split, engine, size), config, detector, face)
-        if cs is None:
-            skipped += 1
-        else:
-            parts.append(cs)
-        if progress is not None:
-            progress(s)
+    try:
+        for s in seeds:
+            cs = clip_to_chunks(make_clip(s, split, engine, size), config, detector, face)
+            if cs is None:
+                skipped += 1
+            else:
+                parts.append(cs)
+            if progress is not None:
+                progress(s)
+    finally:
+        detector.close()
     if skipped:
         log.warning("%d of %d %s clips had no trackable face and were skipped", skipped, len(seeds), split)
     out = ChunkSet(*(np.concatenate([getattr(p, k) for p in parts]) for k in ChunkSet.__dataclass_fields__))

@@ -111,6 +111,9 @@ class FewStepConfig:
     truth_mouth: float = 0.0
     # weight of an L1 loss in pixels on the mask's box (both latents through the frozen decoder)
     pixel_weight: float = 0.0
+    # weight of a loss on frame-to-frame latent differences in the mask (the motion, without the
+    # static appearance that dominates the plain loss on unseen faces)
+    delta_weight: float = 0.0
     accum: int = 1  # gradient accumulation: micro-batches per optimizer step
     bf16: bool = False  # bfloat16 autocast (GPU training of the full model)
     grad_checkpoint: bool = False  # recompute UNet activations in the backward pass
@@ -187,7 +190,13 @@ class _Step(nn.Module):
         # per sample, then averaged: the mean over ranks of per-rank means is the global mean
         rec = ((region * (d - x0) ** 2).sum(dim=(1, 2, 3, 4)) / (region.sum(dim=(1, 2, 3, 4)) * x0.shape[2])).mean()
         pix = _pixel_loss(model, d, x0, mlat) if tc.pixel_weight > 0 else torch.zeros((), device=x0.device)
-        return rec + tc.aux_weight * aux + tc.pixel_weight * pix, rec, aux, pix
+        loss = rec + tc.aux_weight * aux + tc.pixel_weight * pix
+        if tc.delta_weight > 0 and x0.shape[1] > 1:
+            rm = torch.maximum(mlat[:, 1:], mlat[:, :-1])
+            err = ((d[:, 1:] - d[:, :-1]) - (x0[:, 1:] - x0[:, :-1])) ** 2
+            delta = ((rm * err).sum(dim=(1, 2, 3, 4)) / (rm.sum(dim=(1, 2, 3, 4)) * x0.shape[2] + 1e-6)).mean()
+            loss = loss + tc.delta_weight * delta
+        return loss, rec, aux, pix
 
 
 def _tensors(batch: LatentSet, device: torch.device) -> dict[str, torch.Tensor]:

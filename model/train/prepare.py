@@ -9,7 +9,8 @@ the engine's per-frame audio windows at the frames' own timestamps (a variable-f
 keeps its timing). Runs of ``chunk_frames`` tracked frames become training chunks; the
 reference of a chunk is a crop of the same clip from another moment. The input the model is
 given is the frame itself (real video has no version with another mouth): the mask hides the
-mouth, lips, jaw and chin, as at run time.
+mouth, lips, jaw and chin, as at run time, with one mask per chunk (the union of the engine's
+per-frame masks) so that the mask's own movement does not give the opening away.
 
 A clip is skipped, with its reason recorded, when it is unreadable, has no audio, is too
 short, holds no speech (silero-vad), has no usable face (tracked in under half its frames),
@@ -340,7 +341,11 @@ def _prepare(
     def emit(chunk: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]) -> None:
         times = np.array([c[0] for c in chunk])
         crops = np.stack([c[1] for c in chunk])
-        masks = np.stack([c[2] for c in chunk])
+        # one mask for the whole chunk, the union of the engine's per-frame masks: a per-frame
+        # mask follows the mouth keypoint, which drops as the mouth opens, so on real video (the
+        # true frame is the input) its position would tell the model the opening frame by frame
+        # and it would learn to read it there instead of from the audio
+        masks = np.repeat(np.max([c[2] for c in chunk], axis=0)[None], len(chunk), 0)
         kps = np.stack([c[3] for c in chunk])
         win = audio_windows(ring, times - a0, a.window_before_ms, a.window_after_ms).astype(np.float16)
         speech = np.array([vad.is_speech(t - a0) for t in times])

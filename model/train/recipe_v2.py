@@ -81,12 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--truth-mouth", type=float, default=0.5, help="--film-from: share of truth-forced FiLM inputs")
     ap.add_argument("--pixel-weight", type=float, default=0.0, help="weight of the pixel L1 on the mask box")
+    ap.add_argument("--delta-weight", type=float, default=0.0, help="weight of the frame-to-frame difference loss")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t0 = time.time()
     audio_dir = os.path.join(args.out, "audio")
     if args.film_from:
-        model = film_model(args.film_from)
+        film = load_checkpoint(args.film_from)
+        model = film.float() if film.config.mouth_film else film_model(args.film_from)
     else:
         if not os.path.isfile(os.path.join(audio_dir, "audio_encoder.pt")):
             report = audio_train.run(
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         truth_mouth=args.truth_mouth if args.film_from else 0.0,
         pixel_weight=args.pixel_weight,
+        delta_weight=args.delta_weight,
     )
 
     def progress(step: int, losses: dict[str, float]) -> None:
