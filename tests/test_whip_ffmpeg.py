@@ -42,8 +42,8 @@ def test_ffmpeg_publishes_over_whip_and_the_output_is_lip_synced(tmp_path) -> No
     async def go() -> None:
         async with Running(cfg, _model()) as srv:
             cmd = [exe, "-hide_banner", "-loglevel", "error", "-re", "-i", src,
-                   "-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "baseline", "-bf", "0", "-g", "25", "-tune", "zerolatency",
-                   "-pix_fmt", "yuv420p", "-c:a", "libopus", "-ar", "48000", "-ac", "2",
+                   "-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "baseline", "-bf", "0", "-g", "25",
+                   "-tune", "zerolatency", "-pix_fmt", "yuv420p", "-c:a", "libopus", "-ar", "48000", "-ac", "2",
                    "-f", "whip", srv.url("/whip")]  # fmt: skip
             proc = await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.PIPE)
             try:
