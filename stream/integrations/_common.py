@@ -3,6 +3,8 @@ conversion."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from stream.avatar import Avatar, load_face
@@ -38,7 +40,7 @@ class Resampler:
 
     def __init__(self, rate: int, channels: int = 1) -> None:
         self.rate, self.channels = rate, channels
-        self._rs = None
+        self._rs: Any = None
         self._in: tuple[int, int] | None = None
 
     def __call__(self, x: np.ndarray, rate: int) -> np.ndarray:
