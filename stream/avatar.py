@@ -41,7 +41,10 @@ from stream.session import LipSyncSession
 from stream.worker import LipSyncModel
 
 log = logging.getLogger(__name__)
-FEED_AHEAD_S = 1.0  # audio is handed to the engine at most this far ahead of the video clock
+# audio is handed to the engine at most this far ahead of the video clock (enough for the model's
+# lookahead; what has been handed over is committed, so an utterance after an interruption
+# starts at most this much later)
+FEED_AHEAD_S = 0.3
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
@@ -114,6 +117,7 @@ class Avatar:
         self._start = self.clock.now()
         self._next_video = 0  # index of the next idle frame to push
         self._audio_cursor = 0.0  # media time where the next pushed audio starts
+        self._fed_until = 0.0  # media time up to which the engine has audio (speech or silence)
         self._queue: deque[_Pending] = deque()  # audio not yet fed to the engine
         self._fed: deque[tuple[float, float]] = deque()  # (media end, pushed_at) of fed audio
         self._ends: deque[float] = deque()  # media times where segments end
@@ -135,7 +139,7 @@ class Avatar:
             x = x[:, None]
         if x.ndim != 2 or x.shape[0] == 0 or rate <= 0:
             raise InputError(f"avatar audio must be (samples, channels) at a positive rate, got {x.shape} at {rate}")
-        start = max(self._audio_cursor, self.media_now())
+        start = max(self._audio_cursor, self.media_now(), self._fed_until)
         pts = round(start * rate)
         frame = AudioFrame(x, rate, pts, Fraction(1, rate))
         self._audio_cursor = (pts + x.shape[0]) / rate
@@ -153,7 +157,7 @@ class Avatar:
         self._ends.clear()
         t = self._last_out + 1.0 / self.fps if self._last_out >= 0 else self.media_now()
         self.session.interrupt(t)
-        self._audio_cursor = self.media_now()
+        self._audio_cursor = max(self.media_now(), self._fed_until)
         self.stats.interruptions += 1
         self._wake.set()
 
@@ -171,7 +175,17 @@ class Avatar:
         while self._queue and self._queue[0].frame.time_s <= now_media + FEED_AHEAD_S:
             p = self._queue.popleft()
             self.session.push_audio(p.frame)
-            self._fed.append((p.frame.time_s + p.frame.duration_s, p.pushed_at))
+            end = p.frame.time_s + p.frame.duration_s
+            self._fed.append((end, p.pushed_at))
+            self._fed_until = max(self._fed_until, end)
+        # between utterances the engine still needs its audio clock to move (a chunk waits for
+        # the audio past its last frame): silence up to now, not handed out again
+        if self._fed_until < now_media - 0.01:
+            n = round((now_media - self._fed_until) * 16000)
+            pts = round(self._fed_until * 16000)
+            silence = AudioFrame(np.zeros((n, 1), np.float32), 16000, pts, Fraction(1, 16000))
+            self.session.push_audio(silence, emit=False)
+            self._fed_until = (pts + n) / 16000
         while self._next_video / self.fps <= now_media:
             img = self.face[self._next_video % len(self.face)]
             t = self._next_video / self.fps

@@ -142,7 +142,9 @@ class LipSyncSession:
         self.stats.frames_in += 1
         self._plan_chunks()
 
-    def push_audio(self, frame: AudioFrame) -> None:
+    def push_audio(self, frame: AudioFrame, emit: bool = True) -> None:
+        """Audio in. ``emit=False``: it drives the engine (VAD, the model's windows) but is not
+        handed out again (an avatar's silence between utterances keeps the timeline moving)."""
         deadline = self._deadline(frame.time_s)
         before = self.audio_in.nonfinite_samples
         self.audio_in.push(frame)
@@ -151,7 +153,8 @@ class LipSyncSession:
         if self.audio_in.nonfinite_samples != before or samples.dtype != np.float32 or samples.ndim != 2:
             samples, _ = sanitize(samples)
             frame = AudioFrame(samples, frame.sample_rate_hz, frame.pts, frame.time_base)
-        self._audio_out.append((frame, deadline))
+        if emit:
+            self._audio_out.append((frame, deadline))
         self.stats.audio_in += 1
         self.vad.update()
         self._plan_chunks()
