@@ -119,6 +119,8 @@ class MediaPipeFaceDetector:
             self._run(np.zeros((64, 64, 3), np.uint8))  # warm up (its first call logs natively)
 
     def _run(self, image: np.ndarray):  # noqa: ANN202
+        if self._key not in _LIVE:
+            raise RuntimeError("this face detector was closed: make a new MediaPipeFaceDetector")
         return self._fd.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=image))
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:

@@ -377,7 +377,11 @@ def test_three_faces_the_largest_is_tracked(
     out = os.path.join(out_dir, "o.mp4")
     res = run(src, speech_1s_wav, out)
     (session,) = sessions.made
-    dets = session.tracker.detector.detect(media.probe(src).frames[0])
+    from stream.face import MediaPipeFaceDetector
+
+    det = MediaPipeFaceDetector()  # the session's own was closed with it
+    dets = det.detect(media.probe(src).frames[0])
+    det.close()
     assert len(dets) == 3, "the clip must really show three detectable faces"
     state = session.tracker.state
     assert state is not None
