@@ -112,6 +112,8 @@ def test_livekit_video_generator_in_order_and_paced_by_av_synchronizer() -> None
         task.cancel()
         fps = sync.actual_fps
         await sync.aclose()
+        await audio_src.aclose()
+        await video_src.aclose()
         await gen.aclose()
         return items, t_push, fps
 
