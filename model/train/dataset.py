@@ -41,6 +41,10 @@ class NpzRecord:
         np.savez(tmp, **self.__dict__)
         os.replace(tmp, path)
 
+    def take(self, idx: np.ndarray | slice) -> Self:
+        """The same record for rows ``idx`` of every array."""
+        return type(self)(*(getattr(self, k)[idx] for k in self.__dataclass_fields__))
+
     @classmethod
     def load(cls, path: str) -> Self:
         with np.load(path) as z:

@@ -170,36 +170,31 @@ def trajectory_errors(
     return {k: float((v - ref).pow(2).mean()) for k, v in out.items()}
 
 
+def _batch(teacher: SayAnythingModel, data: ChunkSet, idx: np.ndarray) -> Batch:
+    """The teacher's latents and conditions of chunks ``idx`` (uint8 storage, converted here)."""
+    from model.train.train import to_tensors
+
+    t = to_tensors(data, idx)
+    f, m, a, r = t["inputs"], t["masks"], t["audio"], t["reference"]
+    with torch.no_grad():
+        latents = teacher.vae.encode(t["frames"])
+        cond = teacher.conditions(f, m, a, teacher.encode_reference(r))
+    return Batch(latents, cond, f, m, a, r)
+
+
 def chunkset_batches(
     teacher: SayAnythingModel, data: ChunkSet, batch_size: int, seed: int = 0
 ) -> Callable[[int], Batch]:
-    """Batches drawn from synthetic chunks (uint8 storage, converted per batch)."""
-    from model.train.train import to_tensors
-
+    """Batches drawn from synthetic chunks."""
     rng = np.random.default_rng(seed)
-
-    def get(_: int) -> Batch:
-        t = to_tensors(data, rng.integers(0, len(data), batch_size))
-        f, m, a, r = t["inputs"], t["masks"], t["audio"], t["reference"]
-        with torch.no_grad():
-            latents = teacher.vae.encode(t["frames"])
-            cond = teacher.conditions(f, m, a, teacher.encode_reference(r))
-        return Batch(latents, cond, f, m, a, r)
-
-    return get
+    return lambda _: _batch(teacher, data, rng.integers(0, len(data), batch_size))
 
 
 def stream_batches(teacher: SayAnythingModel, stream: ShardStream, batch_size: int) -> Callable[[int], Batch]:
     """Batches streamed from prepared shards (real video: the model is given the frame itself)."""
-    from model.train.train import to_tensors
 
     def get(_: int) -> Batch:
         data = stream.next(batch_size)
-        t = to_tensors(data, np.arange(len(data)))
-        f, m, a, r = t["inputs"], t["masks"], t["audio"], t["reference"]
-        with torch.no_grad():
-            latents = teacher.vae.encode(t["frames"])
-            cond = teacher.conditions(f, m, a, teacher.encode_reference(r))
-        return Batch(latents, cond, f, m, a, r)
+        return _batch(teacher, data, np.arange(len(data)))
 
     return get

@@ -144,8 +144,7 @@ def cached_batches(data: LatentSet) -> Batches:
     """Random batches of a cached LatentSet."""
 
     def get(n: int, gen: torch.Generator) -> LatentSet:
-        idx = torch.randint(0, len(data), (n,), generator=gen).numpy()
-        return LatentSet(*(getattr(data, k)[idx] for k in LatentSet.__dataclass_fields__))
+        return data.take(torch.randint(0, len(data), (n,), generator=gen).numpy())
 
     return get
 

@@ -32,7 +32,6 @@ import torch
 
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.network import SayAnythingModel
-from model.train.dataset import ChunkSet
 from model.train.fewstep import FewStepConfig, LatentSet, encode_latents, stream_batches, train_fewstep
 from model.train.prepare import MANIFEST, PrepareConfig, Shard, load_manifest, mouth_darkness, prepare, shard_paths
 from model.train.shards import ShardStream
@@ -93,7 +92,7 @@ def train_on_data(
     # a fixed validation batch from the last shard, held out of training when there are others
     val_shard = Shard.load(paths[-1]).chunks()
     train_paths = paths[:-1] if len(paths) > world else paths
-    validation = encode_latents(model, _take(val_shard, min(4, len(val_shard))), device=device)
+    validation = encode_latents(model, val_shard.take(slice(0, 4)), device=device)
     stream = ShardStream(train_paths, rank=rank, world=world, seed=tc.seed)
     real = stream_batches(model, stream)
     batches = real
@@ -108,10 +107,6 @@ def train_on_data(
             return LatentSet(*(np.concatenate([getattr(p, f) for p in parts]) for f in LatentSet.__dataclass_fields__))
 
     return train_fewstep(model, batches, tc, out, progress, validation=validation)
-
-
-def _take(cs: ChunkSet, n: int) -> ChunkSet:
-    return ChunkSet(*(getattr(cs, f)[:n] for f in ChunkSet.__dataclass_fields__))
 
 
 # -- enrolment -----------------------------------------------------------------------------
@@ -199,7 +194,7 @@ def enrol(
                 "the camera, in steady light"
             )
         chunks = _load_all(data_dir)
-        chunks = _take_idx(chunks, np.argsort(chunks.times[:, 0]))
+        chunks = chunks.take(np.argsort(chunks.times[:, 0]))
         times = chunks.times
         t_lo, t_hi = float(times[0, 0]), float(times[-1, -1])
         cut = t_lo + (1 - hold_out) * (t_hi - t_lo)
@@ -207,11 +202,11 @@ def enrol(
         test_idx = np.nonzero(times[:, 0] >= cut)[0]
         if len(train_idx) < 4 or len(test_idx) < 2:
             raise InputError(f"enrol: {video} has too few usable face chunks ({len(times)}): record a longer clip")
-        test = _take_idx(chunks, test_idx)
+        test = chunks.take(test_idx)
         if progress:
             progress("scoring the base model", time.monotonic() - t0, 0.0)
         before = held_out_scores(model, test, steps)
-        lat = encode_latents(model, _take_idx(chunks, train_idx).chunks())
+        lat = encode_latents(model, chunks.take(train_idx).chunks())
         used = (time.monotonic() - t0) / 60
         # leave room for scoring after training (about what scoring before took) and saving
         score_min = 1.5 * used / 2
@@ -267,10 +262,6 @@ def _steps_done(train_dir: str) -> int:
             return int(json.loads(f.readlines()[-1])["step"])
     except (OSError, IndexError, KeyError, ValueError):
         return 0
-
-
-def _take_idx(cs: Shard, idx: np.ndarray) -> Shard:
-    return Shard(*(getattr(cs, f)[idx] for f in Shard.__dataclass_fields__))
 
 
 def print_progress(what: str, elapsed: float, left: float) -> None:
