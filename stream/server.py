@@ -106,17 +106,31 @@ def _parse_offer(sdp: str) -> Any:
 
     if not sdp.strip().startswith("v=0") or "\nm=" not in sdp:
         raise SignallingError(400, "malformed SDP offer: it must start with 'v=0' and have at least one m= line")
+    from aiortc.sdp import SessionDescription
+
+    try:  # aiortc's parser raises whatever its code hits on hostile input (StopIteration, IndexError, ...)
+        SessionDescription.parse(sdp)
+    except Exception as exc:
+        raise SignallingError(400, f"malformed SDP offer: {type(exc).__name__} {exc}".rstrip()) from exc
     return RTCSessionDescription(sdp=sdp, type="offer")
 
 
 async def _negotiate(pc: Any, offer: Any, before_answer: Any = None) -> str:
     try:
         await pc.setRemoteDescription(offer)
-    except (ValueError, IndexError, KeyError, AssertionError, TypeError) as exc:  # what aiortc raises on bad SDP
-        raise SignallingError(400, f"malformed SDP offer: {exc}") from exc
+    except AttributeError as exc:  # aiortc on a media section without DTLS fingerprint or ICE credentials
+        raise SignallingError(
+            400, "malformed SDP offer: every m= section needs a=fingerprint, a=ice-ufrag and a=ice-pwd"
+        ) from exc
+    except Exception as exc:  # on a fresh connection, anything aiortc raises here comes from the offer
+        raise SignallingError(400, f"malformed SDP offer: {type(exc).__name__} {exc}".rstrip()) from exc
     if before_answer is not None:
         before_answer()
-    await pc.setLocalDescription(await pc.createAnswer())  # gathers candidates (no trickle)
+    try:
+        answer = await pc.createAnswer()
+    except Exception as exc:  # e.g. a direction or codec set aiortc cannot answer
+        raise SignallingError(400, f"SDP offer cannot be answered: {type(exc).__name__} {exc}".rstrip()) from exc
+    await pc.setLocalDescription(answer)  # gathers candidates (no trickle)
     return str(pc.localDescription.sdp)
 
 
@@ -419,8 +433,19 @@ class Server:
             log.info("%s %s -> %d: %s", request.method, request.path, exc.status, exc)
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
             return web.json_response({"error": str(exc)}, status=exc.status, headers=headers)
-        except web.HTTPException:
-            raise
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            # the router's own 404/405/413: the same JSON error shape as every other refusal
+            what = {404: "no such route", 405: "method not allowed here"}.get(exc.status, exc.reason)
+            allowed = exc.headers.get("Allow")
+            hint = f" (allowed: {allowed})" if allowed else ""
+            log.info("%s %s -> %d", request.method, request.path, exc.status)
+            return web.json_response(
+                {"error": f"{what}: {request.method} {request.path}{hint}"},
+                status=exc.status,
+                headers={"Allow": allowed} if allowed else None,
+            )
         except Exception as exc:  # a bug: say so, keep serving
             log.exception("%s %s failed", request.method, request.path)
             return web.json_response({"error": f"internal error: {exc!r} (see the server log)"}, status=500)
@@ -447,10 +472,20 @@ class Server:
 
     async def _read_text(self, request: web.Request) -> str:
         limit = self.config.server.max_body_bytes
+        # The body may arrive in any number of TCP writes (or chunks, with no Content-Length):
+        # read until the end of the body, stopping as soon as it passes the limit.
+        parts: list[bytes] = []
+        size = 0
         try:
-            body = await request.content.read(limit + 1)
+            while size <= limit:
+                part = await request.content.read(limit + 1 - size)
+                if not part:
+                    break
+                parts.append(part)
+                size += len(part)
         except Exception as exc:  # a client that disconnects mid-body
             raise SignallingError(400, f"could not read the request body: {exc}") from exc
+        body = b"".join(parts)
         if len(body) > limit:
             raise SignallingError(400, f"request body is over the {limit} byte limit (server.max_body_bytes)")
         try:

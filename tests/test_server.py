@@ -363,7 +363,7 @@ def _rss_mb() -> float:
 
 def test_sessions_opened_and_rejected_release_their_threads_and_memory() -> None:
     """Every session, accepted then deleted or rejected in signalling (400), releases its face
-    detector and its threads: 40 of them leave the thread count and RSS within a small bound."""
+    detector and its threads: 50 of them leave the thread count and RSS within a small bound."""
 
     async def go() -> tuple[int, int, float, float]:
         async with Running(server_config("server.max_sessions=2"), MarkerModel()) as srv:
@@ -386,7 +386,7 @@ def test_sessions_opened_and_rejected_release_their_threads_and_memory() -> None
                 await one(i)
             gc.collect()
             threads0, rss0 = threading.active_count(), _rss_mb()
-            for i in range(40):
+            for i in range(50):
                 await one(i)
             assert await wait_for(lambda: not srv.server.sessions, 10)
             await asyncio.sleep(0.5)
@@ -396,3 +396,169 @@ def test_sessions_opened_and_rejected_release_their_threads_and_memory() -> None
     t0, t1, r0, r1 = run(go(), 120)  # type: ignore[misc]
     assert t1 <= t0 + 2, (t0, t1)
     assert r1 - r0 < 60, (r0, r1)
+
+
+async def _raw_post(port: int, path: str, head: dict[str, str], parts: list[bytes], gap_s: float = 0.02) -> tuple[int, dict]:
+    """POST over a raw socket, writing the body in separate TCP writes ``gap_s`` apart."""
+    import json as _json
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in head.items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    for p in parts:
+        await asyncio.sleep(gap_s)
+        writer.write(p)
+        await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    status = int(raw.split(b" ", 2)[1])
+    header_end = raw.index(b"\r\n\r\n") + 4
+    body = raw[header_end:]
+    if b"chunked" in raw[:header_end].lower():
+        out, rest = b"", body
+        while rest:
+            size_line, rest = rest.split(b"\r\n", 1)
+            n = int(size_line, 16)
+            if not n:
+                break
+            out, rest = out + rest[:n], rest[n + 2 :]
+        body = out
+    return status, _json.loads(body) if body.strip() else {}
+
+
+def _chunked(data: bytes, n: int) -> list[bytes]:
+    step = max(1, len(data) // n)
+    pieces = [data[i : i + step] for i in range(0, len(data), step)]
+    return [f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in pieces] + [b"0\r\n\r\n"]
+
+
+def test_a_body_in_several_tcp_writes_or_chunks_is_read_whole_and_the_limit_holds_for_chunked() -> None:
+    import json as _json
+
+    async def go() -> None:
+        async with Running(server_config("server.max_sessions=4"), MarkerModel()) as srv:
+            port = srv.http.port
+            assert port is not None
+            for mode in ("content-length", "chunked"):
+                client = Client([PacedVideo(face_frames(5))])
+                body = _json.dumps({"sdp": await client.offer_sdp(), "type": "offer"}).encode()
+                head = {"Content-Type": "application/json"}
+                if mode == "chunked":
+                    head["Transfer-Encoding"] = "chunked"
+                    parts = _chunked(body, 2)
+                else:
+                    head["Content-Length"] = str(len(body))
+                    parts = [body[: len(body) // 2], body[len(body) // 2 :]]
+                status, reply = await _raw_post(port, "/offer", head, parts)
+                assert status == 200, (mode, reply)
+                await client.accept(reply["sdp"])
+                await client.close()
+                async with srv.session.delete(srv.url(f"/sessions/{reply['session']}")) as r:  # type: ignore[union-attr]
+                    assert r.status == 204
+            # a 10 MB chunked body (no Content-Length) gets the size-limit message, not a JSON error
+            big = b'{"sdp": "' + b"a" * 10_000_000 + b'", "type": "offer"}'
+            head = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+            status, reply = await _raw_post(port, "/offer", head, _chunked(big, 40), gap_s=0.0)
+            assert status == 400 and "byte limit (server.max_body_bytes)" in reply["error"], reply
+
+    run(go(), 90)
+
+
+def test_fuzzed_signalling_gets_4xx_and_the_server_keeps_answering() -> None:
+    """Random and mutated SDP, JSON and headers against every signalling route (bounded count):
+    every answer is a 4xx with a JSON error (never a 5xx or a dropped connection) and ``GET /``
+    still answers afterwards."""
+    import json as _json
+    import random
+
+    rng = random.Random(1234)
+
+    async def go() -> None:
+        async with Running(server_config("server.max_sessions=2", "server.max_body_bytes=65536"), MarkerModel()) as srv:
+            s = srv.session
+            assert s is not None
+            good = await Client([PacedVideo(face_frames(5))]).offer_sdp()
+            lines = good.split("\r\n")
+
+            def mutated_sdp() -> str:
+                ls = list(lines)
+                for _ in range(rng.randint(1, 6)):
+                    if not ls:
+                        break
+                    op = rng.randrange(5)
+                    i = rng.randrange(len(ls))
+                    if op == 0:
+                        del ls[i]
+                    elif op == 1:
+                        ls[i] = ls[i][: rng.randrange(len(ls[i]) + 1)]
+                    elif op == 2:
+                        ls.insert(i, rng.choice(["m=video 9 X 96", "a=rtpmap:96 ", "c=IN IP9 ::", "a=ice-ufrag:", "b=AS:-1", "m=", "a=fingerprint:sha-256 zz"]))
+                    elif op == 3:
+                        ls[i] = "".join(chr(rng.randrange(32, 0x2FF)) for _ in range(rng.randrange(1, 40)))
+                    else:
+                        ls = ls[:i]
+                return "\r\n".join(ls)
+
+            def random_json() -> bytes:
+                choices = [
+                    lambda: {"sdp": mutated_sdp(), "type": rng.choice(["offer", "answer", "", None, 7])},
+                    lambda: {"sdp": rng.choice([None, 1, [], {}, ""]), "type": "offer"},
+                    lambda: [mutated_sdp()],
+                    lambda: {"sdp": mutated_sdp(), "type": "offer", "audio_from": rng.choice(["nope", 3, None, ""])},
+                    lambda: rng.choice([None, 1.5, "x", True]),
+                ]
+                text = _json.dumps(rng.choice(choices)())
+                if rng.random() < 0.3:  # mutate the JSON text itself
+                    i = rng.randrange(len(text))
+                    text = text[:i] + rng.choice(['"', "{", "]", "\\", "\x00", ""]) + text[i + 1 :]
+                return text.encode("utf-8", "surrogatepass")
+
+            def random_bytes() -> bytes:
+                return bytes(rng.randrange(256) for _ in range(rng.randrange(0, 300)))
+
+            routes = [
+                ("POST", "/offer", "application/json", random_json),
+                ("POST", "/offer", "application/json", random_bytes),
+                ("POST", "/whip", "application/sdp", lambda: mutated_sdp().encode()),
+                ("POST", "/whip", "application/sdp", random_bytes),
+                ("POST", "/whep/nope", "application/sdp", lambda: mutated_sdp().encode()),
+                ("GET", "/bridge/nope", None, lambda: b""),
+                ("PUT", "/offer", "application/json", random_json),
+                ("POST", "/no/such/route", "application/json", random_json),
+                ("PATCH", "/whip/nope", "application/trickle-ice-sdpfrag", random_bytes),
+                ("GET", "/sessions/nope", None, lambda: b""),
+                ("DELETE", "/sessions/nope", None, lambda: b""),
+                ("DELETE", "/whip/nope", None, lambda: b""),
+            ]
+            bad_headers = [
+                {},
+                {"Content-Type": rng.choice(["", "text/plain", "application/sdp; charset=latin-1", "x/y;;=\"", "application/json; boundary=\u00e9"])},
+                {"Authorization": "Bearer " + "x" * 50},
+            ]
+            statuses: dict[int, int] = {}
+            for _ in range(150):
+                method, path, ctype, make = rng.choice(routes)
+                headers = dict(rng.choice(bad_headers))
+                if ctype and "Content-Type" not in headers and rng.random() < 0.8:
+                    headers["Content-Type"] = ctype
+                async with s.request(method, srv.url(path), data=make(), headers=headers) as r:
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
+                    assert 400 <= r.status < 500 or r.status in (200, 201), (method, path, r.status, await r.text())
+                    if r.status >= 400:
+                        body = await r.json(content_type=None)
+                        assert isinstance(body.get("error"), str) and body["error"], body
+                    else:  # a mutation that left the offer valid: close it again
+                        if r.status == 200:
+                            sid = (await r.json(content_type=None))["session"]
+                        else:
+                            sid = r.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+                        async with s.delete(srv.url(f"/sessions/{sid}")) as d:
+                            assert d.status == 204
+            assert sum(v for k, v in statuses.items() if k >= 400) >= 100, statuses
+            async with s.get(srv.url("/")) as r:
+                assert r.status == 200 and "<html" in (await r.text()).lower()
+            assert await wait_for(lambda: not srv.server.sessions, 10)
+
+    run(go(), 240)
