@@ -55,6 +55,13 @@ class SayAnythingPipeline:
             raise ModelError(f"model dtype {dtype!r} is unknown: use one of {', '.join(DTYPES)}")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ModelError(f"model device {device!r} is not available (no CUDA): use device = 'cpu'")
+        if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+            raise ModelError(
+                f"model device {device!r} is not available: this machine has {torch.cuda.device_count()} GPU(s), "
+                f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
+        if device == "mps" and not torch.backends.mps.is_available():
+            raise ModelError("model device 'mps' is not available (no Apple GPU): use device = 'cpu'")
         self.device = torch.device(device)
         self.dtype = DTYPES[dtype]
         self.model = model.to(device=self.device, dtype=self.dtype).eval()

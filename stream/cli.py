@@ -76,6 +76,9 @@ def cmd_file(args: argparse.Namespace) -> int:
         return _dub_file(args, cfg)
     if not args.audio:
         raise SayAnythingError("file needs VIDEO AUDIO, or VIDEO --dub SUBS.srt --voice LANG: give one")
+    from stream.filejob import check_job
+
+    check_job(args.video, args.audio, args.output)  # bad inputs or output: say so before the model loads
     model = _model(cfg)
     res = run_file(args.video, args.audio, args.output, cfg, model, realtime=args.realtime, video_mode=args.video_mode)
     print(_summary(res))
@@ -92,6 +95,9 @@ def _dub_file(args: argparse.Namespace, cfg: Config) -> int:
 
     if args.audio:
         raise SayAnythingError("--dub replaces the audio: give VIDEO --dub SUBS.srt, without AUDIO")
+    from stream.sinks.file import check_output_path
+
+    check_output_path(args.output, (args.video, args.dub))
     info = probe_video(args.video)
     cues = parse_subtitles(args.dub)
     align, _ = policy(cfg.bridge)
@@ -107,14 +113,15 @@ def _dub_file(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.filejob import run_file
+    from stream.filejob import check_job, run_file
 
     cfg = _config(args)
-    model = _model(cfg)
     if args.image and args.video:
         raise SayAnythingError("demo takes --image or --video, not both: pick one")
-    video = args.image or args.video or asset(DEMO_VIDEO if model.name != "identity" else "sample_face.mp4")
+    video = args.image or args.video or asset(DEMO_VIDEO if cfg.model.name != "identity" else "sample_face.mp4")
     audio = args.audio or asset("sample_speech.wav")
+    check_job(video, audio, args.output)  # before the model loads
+    model = _model(cfg)
     what = "your picture" if args.image else ("your clip" if args.video else "the bundled clip")
     speech = "your audio" if args.audio else "bundled speech"
     print(f"demo: {what} + {speech} -> {args.output}, model '{model.name}'")
@@ -778,7 +785,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so every clean-up path (partial outputs, devices,
+    sessions) runs the same way."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _handle_termination() -> dict[int, Any]:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, _raise_terminated)
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    previous = _handle_termination()
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -789,7 +834,13 @@ def main(argv: list[str] | None = None) -> int:
     except SayAnythingError as e:
         print(f"sayanything-live: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        import signal
+
+        if isinstance(e, Terminated):
+            name = signal.Signals(e.signum).name
+            print(f"sayanything-live: stopped by {name}; no partial output was kept", file=sys.stderr)
+            return 128 + e.signum
         print("sayanything-live: interrupted; no partial output was kept", file=sys.stderr)
         return 130
 

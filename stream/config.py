@@ -7,6 +7,8 @@ values raise :class:`ConfigError` with one line naming the key, the value and wh
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -220,6 +222,12 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 
 
+# String keys with a fixed shape: (regular expression, what the message says is allowed).
+_PATTERNS: dict[str, tuple[str, str]] = {
+    "model.device": (r"cpu|cuda|cuda:\d+|mps", "one of 'cpu', 'cuda', 'cuda:N' (N a GPU index), 'mps'"),
+}
+
+
 def _allowed(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
@@ -243,6 +251,10 @@ def _check_value(key: str, tp: Any, value: Any) -> Any:
         ok = True
     if not ok:
         raise ConfigError(f"config key {key} = {value!r} is invalid: expected {_allowed(tp)}")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"config key {key} = {value!r} is invalid: expected a finite number")
+    if key in _PATTERNS and not re.fullmatch(_PATTERNS[key][0], value):
+        raise ConfigError(f"config key {key} = {value!r} is invalid: expected {_PATTERNS[key][1]}")
     lo, hi = _RANGES.get(key, (None, None))
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ConfigError(f"config key {key} = {value!r} is out of range: allowed {lo} to {hi}")
@@ -324,8 +336,16 @@ def load(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -
                 data = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist: pass an existing TOML file to --config") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path} is a folder: pass a TOML file to --config") from None
+        except PermissionError:
+            raise ConfigError(f"config file {path} cannot be read (permission denied): fix its permissions") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}): save it as UTF-8 TOML") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path} is not valid TOML ({e}): fix the syntax") from None
+        except OSError as e:
+            raise ConfigError(f"config file {path} cannot be read ({e.strerror}): pass a readable TOML file") from None
     for text in overrides:
         section, key, value = parse_override(text)
         data.setdefault(section, {})[key] = value

@@ -19,3 +19,7 @@ class ModelError(SayAnythingError):
 
 class DeviceError(SayAnythingError):
     """A camera, audio device or virtual camera is missing, busy or misconfigured."""
+
+
+class OutputError(SayAnythingError):
+    """An output file cannot be written (permissions, a full disk, a locked target)."""

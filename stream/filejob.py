@@ -19,8 +19,8 @@ from stream.drive import run_offline, run_paced
 from stream.errors import InputError
 from stream.frames import AudioFrame, OutputAudio, OutputFrame, VideoFrame
 from stream.session import LipSyncSession
-from stream.sinks.file import FileSink
-from stream.sources.file import audio_blocks, probe_video, read_audio, video_timeline
+from stream.sinks.file import FileSink, check_output_path
+from stream.sources.file import VideoInfo, audio_blocks, probe_audio, probe_video, read_audio, video_timeline
 from stream.worker import LipSyncModel
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,18 @@ def _merge(video: Iterator[VideoFrame], audio: Iterator[AudioFrame]) -> Iterator
     return heapq.merge(audio, video, key=lambda x: x.time_s)
 
 
+def check_job(video_path: str, audio_path: str | tuple[np.ndarray, int], output_path: str) -> VideoInfo:
+    """Everything about a file job's inputs and output that can be checked without the model
+    (the CLI calls this before loading it): the video probes, the audio file opens and holds an
+    audio stream, and the output is writable and is not one of the inputs."""
+    inputs = (video_path,) + ((audio_path,) if isinstance(audio_path, str) else ())
+    check_output_path(output_path, inputs)
+    info = probe_video(video_path)
+    if isinstance(audio_path, str):
+        probe_audio(audio_path)
+    return info
+
+
 def run_file(
     video_path: str,
     audio_path: str | tuple[np.ndarray, int],
@@ -65,12 +77,18 @@ def run_file(
     """
     if video_mode not in ("loop", "hold"):
         raise InputError(f"video mode {video_mode!r} is unknown: use 'loop' or 'hold'")
-    info = probe_video(video_path)
+    info = check_job(video_path, audio_path, output_path)
     # a path, or audio already in memory: ((n, channels) float32, rate)
     samples, rate = read_audio(audio_path) if isinstance(audio_path, str) else audio_path
     duration = samples.shape[0] / rate
+    if duration * info.fps < 1:
+        where = f"audio file {audio_path}" if isinstance(audio_path, str) else "the audio"
+        raise InputError(
+            f"{where} lasts {duration * 1000:.0f} ms, shorter than one video frame ({1000 / float(info.fps):.0f} ms): "
+            f"pass longer audio"
+        )
     n_frames = max(1, round(duration * info.fps))
-    sink = FileSink(output_path, info.width, info.height, info.fps, config.output)
+    sink = FileSink(output_path, info.width, info.height, info.fps, config.output, info.time_base)
     clock = MonotonicClock()
     session = LipSyncSession(config, model, clock)
     show = sys.stderr.isatty() if progress is None else progress

@@ -168,3 +168,69 @@ def test_cli_bad_key_exits_2_with_one_line(
         assert part in lines[0]
     assert captured.out == ""
     assert not out.exists()
+
+
+def _bad_values(key: str, tp: object) -> list[str]:
+    """TOML texts that must be refused for ``key`` of type ``tp``: the wrong type, and for
+    numbers NaN, infinities and values beyond the allowed range; for choices an unknown one."""
+    import typing
+
+    from stream import config as C
+
+    if typing.get_origin(tp) is typing.Literal:
+        return ['"no-such-choice"', "3", "true"]
+    if tp is bool:
+        return ['"yes"', "1", "nan"]
+    if tp is str:
+        bad = ["5", "[1, 2]", "true"]
+        if key in C._PATTERNS:
+            bad += ['"banana"', '"cuda:x"', '"CPU "']
+        return bad
+    lo, hi = C._RANGES.get(key, (None, None))
+    out = ['"ten"', "true", "[1]"]
+    if tp is float:
+        out += ["nan", "inf", "-inf"]
+    else:
+        out += ["1.5"]
+    if lo is not None:
+        out.append(repr(lo - (1 if tp is int else max(1e-3, abs(lo) * 0.01))))
+    if hi is not None:
+        out.append(repr(hi + (1 if tp is int else max(1e-3, abs(hi) * 0.01))))
+    return out
+
+
+def test_every_config_key_refuses_every_kind_of_bad_value_with_exit_2_and_one_line(
+    tmp_path,
+    capsys,
+    keep_root_logging: None,  # noqa: ANN001
+) -> None:
+    """Walk every key of every section: each bad value (wrong type, NaN, +-inf, out of range,
+    unknown choice, malformed device) gives exit 2 and one line naming the key, from the CLI."""
+    import typing
+
+    out = tmp_path / "x.mp4"
+    checked = 0
+    hints = typing.get_type_hints(Config)
+    for sec in dataclasses.fields(Config):
+        cls = hints[sec.name]
+        types = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key = f"{sec.name}.{f.name}"
+            for raw in _bad_values(key, types[f.name]):
+                rc = main(["file", "missing.mp4", "missing.wav", "--set", f"{key}={raw}", "-o", str(out)])
+                captured = capsys.readouterr()
+                lines = captured.err.splitlines()
+                assert rc == 2 and len(lines) == 1, (key, raw, captured.err)
+                assert f"config key {key} = " in lines[0], (key, raw, lines[0])
+                checked += 1
+    assert checked > 250
+    assert not out.exists()
+
+
+def test_config_file_that_is_a_folder_or_not_utf8_is_one_line(tmp_path, capsys, keep_root_logging) -> None:  # noqa: ANN001
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes("[vad]\n# café\nthreshold = 0.5\n".encode("latin-1"))
+    for path, says in [(tmp_path, "is a folder"), (latin, "is not UTF-8")]:
+        rc = main(["demo", "--config", str(path), "-o", str(tmp_path / "x.mp4")])
+        lines = capsys.readouterr().err.splitlines()
+        assert rc == 2 and len(lines) == 1 and says in lines[0] and str(path) in lines[0], lines

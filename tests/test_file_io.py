@@ -617,3 +617,225 @@ def test_cli_demo_writes_a_synced_file_with_the_shipped_model(out_dir: str, caps
     assert (p.width, p.height) == (demo_clip.width, demo_clip.height)
     assert_follows_audio(p, speech_s)
     assert os.listdir(out_dir) == ["demo.mp4"]
+
+
+# -- hardening: outputs that would destroy an input, write errors, signals, tiny audio, VFR ----
+def _sha(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def _no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail loudly if the CLI loads the model: the checks under test must come before it."""
+
+    def refuse(cfg: object) -> None:
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(cli, "_model", refuse)
+
+
+def test_output_that_is_one_of_the_inputs_is_refused_before_the_model_loads(
+    mdir: str,
+    face_mp4: str,
+    speech_wav: str,
+    tmp_path,
+    capsys,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    import shutil
+
+    video = shutil.copy(face_mp4, str(tmp_path / "v.mp4"))
+    audio_mp4 = shutil.copy(face_mp4, str(tmp_path / "a.mp4"))  # an .mp4 can be the audio too
+    link = tmp_path / "same-as-v.mp4"
+    os.symlink(video, link)
+    before = {p: _sha(p) for p in (video, audio_mp4)}
+    _no_model(monkeypatch)
+    for args in (
+        ["file", video, speech_wav, "-o", video],
+        ["file", video, audio_mp4, "-o", audio_mp4],
+        ["file", video, speech_wav, "-o", str(link)],
+        ["demo", "--video", video, "-o", video],
+    ):
+        assert cli.main(args) == 2, args
+        line = one_error_line(capsys)
+        assert "is one of the inputs" in line and "choose another -o" in line, line
+    assert {p: _sha(p) for p in before} == before
+    assert sorted(os.listdir(tmp_path)) == ["a.mp4", "same-as-v.mp4", "v.mp4"]
+
+
+def test_bad_inputs_are_reported_before_the_model_loads(
+    face_mp4: str,
+    speech_wav: str,
+    corrupt_mp4: str,
+    out_dir: str,
+    capsys,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    _no_model(monkeypatch)
+    out = os.path.join(out_dir, "o.mp4")
+    for args, says in (
+        (["file", face_mp4, os.path.join(out_dir, "nope.wav"), "-o", out], "does not exist"),
+        (["file", corrupt_mp4, speech_wav, "-o", out], corrupt_mp4),
+        (["file", face_mp4, speech_wav, "-o", os.path.join(out_dir, "no", "o.mp4")], "does not exist"),
+        (["demo", "--audio", corrupt_mp4, "-o", out], corrupt_mp4),
+    ):
+        assert cli.main(args) == 2, args
+        assert says in one_error_line(capsys)
+    assert os.listdir(out_dir) == []
+
+
+def test_audio_shorter_than_one_frame_is_an_error_not_a_near_empty_video(
+    mdir: str,
+    face_mp4: str,
+    out_dir: str,
+    capsys,  # noqa: ANN001
+) -> None:
+    tiny = media.write_audio(os.path.join(mdir, "tiny.wav"), media.speech(0.01), 16000)
+    assert cli.main(["file", face_mp4, tiny, "-o", os.path.join(out_dir, "o.mp4")]) == 2
+    line = one_error_line(capsys)
+    assert tiny in line and "shorter than one video frame" in line and "pass longer audio" in line
+    assert os.listdir(out_dir) == []
+
+
+def test_a_variable_frame_rate_video_keeps_its_source_timestamps(mdir: str, out_dir: str, caplog) -> None:  # noqa: ANN001
+    """Frame gaps alternating 30 and 50 ms stay 30 and 50 ms in the output (not re-timed to a
+    constant 40 ms), with no 'truncated' warning."""
+    from fractions import Fraction
+
+    import av
+
+    n = 26
+    times = [sum(30 if i % 2 == 0 else 50 for i in range(k)) for k in range(n)]  # 0, 30, 80, 110, ...
+    path = os.path.join(mdir, "vfr.mkv")
+    frames = media.mark(media.face_frames(n))
+    with av.open(path, "w") as c:
+        st = c.add_stream("libx264", rate=25)
+        st.width, st.height = 640, 480
+        st.pix_fmt = "yuv420p"
+        st.options = {"preset": "ultrafast"}
+        st.codec_context.time_base = Fraction(1, 1000)
+        for img, t in zip(frames, times, strict=True):
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            vf.pts, vf.time_base = t, Fraction(1, 1000)
+            for p in st.encode(vf):
+                c.mux(p)
+        for p in st.encode(None):
+            c.mux(p)
+    audio = media.write_audio(os.path.join(mdir, "vfr.wav"), media.speech(times[-1] / 1000 + 0.04), 16000)
+    out = os.path.join(out_dir, "o.mp4")
+    with caplog.at_level(logging.WARNING):
+        res = run(path, audio, out)
+    assert not [r for r in caplog.records if "truncated" in r.getMessage()]
+    assert res.frames == n
+    with av.open(out) as c:
+        got = [(float(f.pts * f.time_base), media.read_mark(f.to_ndarray(format="rgb24"))) for f in c.decode(video=0)]
+    assert [m for _, m in got] == list(range(n))
+    gaps = np.diff([t for t, _ in got]) * 1000
+    assert np.allclose(gaps, np.diff(times), atol=1.5), gaps
+
+
+def _cli_subprocess(args: list[str], preexec: object = None, **kw: object):  # noqa: ANN202
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=preexec,  # type: ignore[arg-type]
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_a_write_error_mid_run_is_one_line_and_keeps_no_partial_file(face_mp4: str, mdir: str, out_dir: str) -> None:
+    """A file-size limit hit while encoding (EFBIG, errno 27: what a full disk looks like too)."""
+    import resource
+    import signal
+
+    long_wav = media.write_audio(os.path.join(mdir, "speech6.wav"), np.tile(media.speech(1.5), (4, 1)), 16000)
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    out = os.path.join(out_dir, "o.mp4")
+    p = _cli_subprocess(["file", face_mp4, long_wav, "-o", out, "--set", "model.name=identity"], small_files)
+    _, err = p.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, err
+    assert "could not be written (the file grew past the file system's size limit)" in lines[0], lines
+    assert os.listdir(out_dir) == []
+
+
+def test_a_read_only_output_folder_is_one_line_before_any_work(
+    face_mp4: str,
+    speech_wav: str,
+    tmp_path,
+    monkeypatch,
+    capsys,  # noqa: ANN001
+) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anywhere: the file system's answer for another user
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, m: False if str(p) == str(ro) else real_access(p, m))
+    _no_model(monkeypatch)
+    assert cli.main(["file", face_mp4, speech_wav, "-o", str(ro / "o.mp4")]) == 2
+    line = one_error_line(capsys)
+    assert f"output folder {ro} is not writable" in line, line
+    assert os.listdir(ro) == []
+
+
+def test_a_target_that_cannot_be_replaced_keeps_the_finished_video(
+    face_mp4: str,
+    speech_1s_wav: str,
+    out_dir: str,
+    monkeypatch,
+    capsys,  # noqa: ANN001
+) -> None:
+    """An immutable or locked target at the final rename: the run's work is not lost."""
+    target = os.path.join(out_dir, "o.mp4")
+    real_replace = os.replace
+
+    def locked(src: str, dst: str) -> None:
+        if dst == target:
+            raise PermissionError(1, "Operation not permitted")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", locked)
+    assert cli.main(["file", face_mp4, speech_1s_wav, "-o", target, "--set", "model.name=identity"]) == 2
+    line = one_error_line(capsys)
+    kept = os.path.join(out_dir, "o.new.mp4")
+    assert "could not be replaced (Operation not permitted)" in line and kept in line, line
+    assert os.listdir(out_dir) == ["o.new.mp4"]
+    assert media.probe(kept, keep_frames=False).n_frames == 25
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_mid_run_leave_no_temporary_file_and_inputs_untouched(
+    sig: str, face_mp4: str, mdir: str, out_dir: str
+) -> None:
+    import signal
+    import time
+
+    long_wav = media.write_audio(os.path.join(mdir, "speech30.wav"), np.tile(media.speech(1.5), (20, 1)), 16000)
+    before = (_sha(face_mp4), _sha(long_wav))
+    out = os.path.join(out_dir, "o.mp4")
+    p = _cli_subprocess(["file", face_mp4, long_wav, "-o", out, "--set", "model.name=identity", "--realtime"])
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(n.startswith(".o.part") for n in os.listdir(out_dir)):
+        time.sleep(0.05)
+    assert os.listdir(out_dir), "the run never started writing"
+    time.sleep(0.5)
+    p.send_signal(getattr(signal, sig))
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + getattr(signal, sig), (p.returncode, err)
+    assert f"stopped by {sig}; no partial output was kept" in err
+    assert os.listdir(out_dir) == []
+    assert (_sha(face_mp4), _sha(long_wav)) == before

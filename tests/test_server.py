@@ -398,7 +398,9 @@ def test_sessions_opened_and_rejected_release_their_threads_and_memory() -> None
     assert r1 - r0 < 60, (r0, r1)
 
 
-async def _raw_post(port: int, path: str, head: dict[str, str], parts: list[bytes], gap_s: float = 0.02) -> tuple[int, dict]:
+async def _raw_post(
+    port: int, path: str, head: dict[str, str], parts: list[bytes], gap_s: float = 0.02
+) -> tuple[int, dict]:
     """POST over a raw socket, writing the body in separate TCP writes ``gap_s`` apart."""
     import json as _json
 
@@ -494,7 +496,20 @@ def test_fuzzed_signalling_gets_4xx_and_the_server_keeps_answering() -> None:
                     elif op == 1:
                         ls[i] = ls[i][: rng.randrange(len(ls[i]) + 1)]
                     elif op == 2:
-                        ls.insert(i, rng.choice(["m=video 9 X 96", "a=rtpmap:96 ", "c=IN IP9 ::", "a=ice-ufrag:", "b=AS:-1", "m=", "a=fingerprint:sha-256 zz"]))
+                        ls.insert(
+                            i,
+                            rng.choice(
+                                [
+                                    "m=video 9 X 96",
+                                    "a=rtpmap:96 ",
+                                    "c=IN IP9 ::",
+                                    "a=ice-ufrag:",
+                                    "b=AS:-1",
+                                    "m=",
+                                    "a=fingerprint:sha-256 zz",
+                                ]
+                            ),
+                        )
                     elif op == 3:
                         ls[i] = "".join(chr(rng.randrange(32, 0x2FF)) for _ in range(rng.randrange(1, 40)))
                     else:
@@ -534,7 +549,17 @@ def test_fuzzed_signalling_gets_4xx_and_the_server_keeps_answering() -> None:
             ]
             bad_headers = [
                 {},
-                {"Content-Type": rng.choice(["", "text/plain", "application/sdp; charset=latin-1", "x/y;;=\"", "application/json; boundary=\u00e9"])},
+                {
+                    "Content-Type": rng.choice(
+                        [
+                            "",
+                            "text/plain",
+                            "application/sdp; charset=latin-1",
+                            'x/y;;="',
+                            "application/json; boundary=\u00e9",
+                        ]
+                    )
+                },
                 {"Authorization": "Bearer " + "x" * 50},
             ]
             statuses: dict[int, int] = {}

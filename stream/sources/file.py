@@ -32,6 +32,7 @@ class VideoInfo:
     height: int
     fps: Fraction
     duration_s: float | None
+    time_base: Fraction | None = None  # the stream's pts unit (frames keep their source times in it)
 
 
 def probe_video(path: str) -> VideoInfo:
@@ -51,14 +52,16 @@ def probe_video(path: str) -> VideoInfo:
         w, h = st.codec_context.width, st.codec_context.height
         if not w or not h:
             raise InputError(f"video file {path} has a video stream of unknown size: re-encode it")
-        return VideoInfo(w, h, Fraction(fps).limit_denominator(1001), dur)
+        fps = Fraction(fps).limit_denominator(1001)
+        tb = st.time_base if st.time_base is not None and st.time_base <= 1 / fps else None
+        return VideoInfo(w, h, fps, dur, tb)
 
 
 def _announced_frames(c: av.container.InputContainer, st: av.VideoStream) -> int | None:
     """How many frames the header says the stream holds (frame count, else duration x rate)."""
     if st.frames:
         return int(st.frames)
-    rate = st.average_rate or st.guessed_rate
+    rate = st.average_rate  # frames / duration; guessed_rate is the fastest rate of a variable-rate file
     if not rate:
         return None
     if st.duration is not None and st.time_base is not None:
@@ -70,11 +73,11 @@ def _announced_frames(c: av.container.InputContainer, st: av.VideoStream) -> int
     return round(dur * rate)
 
 
-def decode_video(path: str) -> Iterator[np.ndarray]:
-    """RGB24 images of every decodable frame, in presentation order. A decode error mid-file, or
-    a file that ends well before the frames its header announces (truncated), ends the stream
-    with a warning (a truncated file yields what it holds); an error before the first frame
-    raises InputError."""
+def decode_frames(path: str) -> Iterator[tuple[np.ndarray, int | None, Fraction | None]]:
+    """(RGB24 image, pts, time_base) of every decodable frame, in presentation order. A decode
+    error mid-file, or a file that ends well before the frames its header announces (truncated),
+    ends the stream with a warning (a truncated file yields what it holds); an error before the
+    first frame raises InputError."""
     n = 0
     with _open(path, "video") as c:
         if not c.streams.video:
@@ -83,7 +86,7 @@ def decode_video(path: str) -> Iterator[np.ndarray]:
         st.thread_type = "AUTO"
         try:
             for frame in c.decode(st):
-                yield frame.to_ndarray(format="rgb24")
+                yield frame.to_ndarray(format="rgb24"), frame.pts, frame.time_base or st.time_base
                 n += 1
         except av.error.FFmpegError as e:
             if n == 0:
@@ -102,6 +105,22 @@ def decode_video(path: str) -> Iterator[np.ndarray]:
                 )
     if n == 0:
         raise InputError(f"video file {path} has no decodable frame: pass a valid video")
+
+
+def decode_video(path: str) -> Iterator[np.ndarray]:
+    """RGB24 images of every decodable frame (see :func:`decode_frames`)."""
+    for img, _, _ in decode_frames(path):
+        yield img
+
+
+def probe_audio(path: str) -> None:
+    """The file opens and holds an audio stream with a known rate, or a clear InputError."""
+    with _open(path, "audio") as c:
+        if not c.streams.audio:
+            raise InputError(f"audio file {path} has no audio stream: pass a file with audio (WAV, MP3, M4A, ...)")
+        st = c.streams.audio[0]
+        if not (st.codec_context.sample_rate or st.rate):
+            raise InputError(f"audio file {path} has an audio stream of unknown sample rate: re-encode it")
 
 
 def read_audio(path: str) -> tuple[np.ndarray, int]:
@@ -144,24 +163,49 @@ def audio_blocks(samples: np.ndarray, rate: int, block_ms: int = 20) -> Iterator
 
 
 def video_timeline(path: str, fps: Fraction, duration_s: float, mode: str = "loop") -> Iterator[VideoFrame]:
-    """Constant-rate frames covering ``duration_s``: the video's own frames, then (when the
-    audio is longer) the video again from the start (``loop``) or its last frame (``hold``)."""
-    total = max(1, round(duration_s * fps))
-    tb = Fraction(1) / fps
-    i = 0
-    last: np.ndarray | None = None
-    while i < total:
+    """Frames covering ``duration_s`` at the video's own presentation times (a variable frame
+    rate stays variable): the video's frames, then (when the audio is longer) the video again
+    from the start (``loop``, shifted by its length) or its last frame repeated at ``fps``
+    (``hold``). Times start at 0; pts are in the stream's time base, strictly increasing."""
+    total = max(1, round(duration_s * fps))  # frames at the nominal rate: the output's length
+    tb: Fraction | None = None
+    step = 0  # one nominal frame interval, in tb
+    offset = 0  # pts added in this pass (loop)
+    last_img: np.ndarray | None = None
+    last_pts = -1
+    first_frame = True
+
+    def frames_of_one_pass() -> Iterator[tuple[np.ndarray, int]]:
+        nonlocal tb, step
+        base: int | None = None
+        for i, (img, pts, ftb) in enumerate(decode_frames(path)):
+            if tb is None:  # the stream's own unit when it has one finer than a frame, else 1/fps
+                tb = ftb if (ftb is not None and pts is not None and ftb <= 1 / fps) else 1 / fps
+                step = max(1, round(1 / (fps * tb)))
+            if pts is None or ftb is None:  # no timestamp: the nominal rate
+                rel = i * step
+            else:
+                if base is None:
+                    base = pts
+                rel = pts - base if ftb == tb else round(float((pts - base) * ftb / tb))
+            yield img, rel
+
+    while True:
         produced = 0
-        for img in decode_video(path):
-            if i >= total:
+        for img, rel in frames_of_one_pass():
+            assert tb is not None
+            pts = max(offset + rel, last_pts + 1)
+            if not first_frame and float(pts * tb * fps) + 0.5 > total:
                 return
-            last = img
-            yield VideoFrame(img, i, tb)
-            i += 1
+            first_frame = False
+            last_img, last_pts = img, pts
             produced += 1
+            yield VideoFrame(img, pts, tb)
         if mode == "hold" or produced == 0:
             break
-    assert last is not None
-    while i < total:
-        yield VideoFrame(last, i, tb)
-        i += 1
+        offset = last_pts + step
+    assert last_img is not None and tb is not None
+    pts = last_pts + step
+    while float(pts * tb * fps) + 0.5 <= total:
+        yield VideoFrame(last_img, pts, tb)
+        pts += step
