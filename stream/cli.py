@@ -141,11 +141,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from stream.server import check_bind, serve
+    from stream.server import check_bind, check_port, serve
 
     cfg = _config(args)
     token = cfg.server.token or os.environ.get("SAYANYTHING_TOKEN", "")
     check_bind(cfg.server.host, token)  # before loading the model
+    check_port(cfg.server.host, cfg.server.port)
     model = _model(cfg)
     logging.getLogger("stream.server").setLevel(logging.INFO)
     print(f"sayanything-live serve: http://{cfg.server.host}:{cfg.server.port}/ (model '{model.name}'); Ctrl-C stops")

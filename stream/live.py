@@ -46,6 +46,11 @@ class LiveStats:
             f"p95 {w['added_latency_ms_p95']:4.0f} ms | late {s.late} | "
             f"{'SPEECH ' if self.speech else 'silence'} | generated {s.generated} rest {s.rest} "
             f"hold {s.hold} passthrough {s.passthrough}"
+            + (
+                ""
+                if (h := self.window.health(now, session.ladder.level, session.ladder.describe()))["keeping_up"]
+                else f" | {h['status']}"
+            )
         )
 
 
@@ -138,7 +143,7 @@ class LiveRun:
                 frames, audio = self.session.pull(now, audio_lead_s=lead)
                 for f in frames:
                     self._send_video(f.frame.image, now)
-                    self.stats.window.add(now, now - f.deadline_s + self.session.delay_s)
+                    self.stats.window.add(now, now - f.deadline_s + self.session.delay_s, f.kind.value, f.late)
                     if len(self.stats.sent_frames) < 100000:
                         self.stats.sent_frames.append((f.frame.time_s, now))
                     self.stats.speech = f.speech

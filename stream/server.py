@@ -157,6 +157,8 @@ class PeerSession:
         self.last_media_s = self.origin_s
         self.timeline = PeerTimeline(self.origin_s)
         self.window = OutputWindow()
+        self._health_at = self.clock.now()  # first report after 10 s of output
+        self._was_behind = False
         self.speech = False
         self.dub: Any = None  # translate_bridge.bridge.LiveDub once a provider connected
         self.bridge_connected = False
@@ -264,10 +266,27 @@ class PeerSession:
             frames, audio = self.engine.pull(now)
             for f in frames:
                 self.video_out.put(f)
-                self.window.add(now, now - f.deadline_s + d)
+                self.window.add(now, now - f.deadline_s + d, f.kind.value, f.late)
                 self.speech = f.speech
+            if frames:
+                self._report_health(now)
             for a in audio:
                 self.audio_out.put(a)
+
+    def _report_health(self, now: float) -> None:
+        """Say in the log, every 10 s while it lasts, that the model is not keeping up (and once
+        when it is again): the stream stays alive on the degrade ladder, which would otherwise
+        hide that the mouths are missing."""
+        if now - self._health_at < 10.0:
+            return
+        self._health_at = now
+        h = self.window.health(now, self.engine.ladder.level, self.engine.ladder.describe())
+        if not h["keeping_up"]:
+            log.warning("session %s: %s", self.id, h["status"])
+            self._was_behind = True
+        elif self._was_behind:
+            log.warning("session %s: the model keeps up again (degrade level 0, no late frame in 10 s)", self.id)
+            self._was_behind = False
 
     async def _watchdog(self) -> None:
         cfg = self.server.config.server
@@ -350,7 +369,10 @@ class PeerSession:
                 "dropped": len(self.dub.aligner.dropped),
             },
         }
-        out.update(self.window.summary(self.clock.now()))
+        now = self.clock.now()
+        out.update(self.window.summary(now))
+        out["degrade_rung"] = self.engine.ladder.describe()
+        out.update(self.window.health(now, self.engine.ladder.level, out["degrade_rung"]))
         return out
 
 
@@ -644,13 +666,48 @@ class Server:
             self.worker.close()
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse, before the model loads, an address that cannot be bound (in use, not ours)."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"server.host {host!r} cannot be resolved ({exc.strerror}): use an address such as 127.0.0.1"
+        ) from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"port {port} on {host} is already in use (another serve?): stop that process or pass "
+                    f"--port with a free port"
+                ) from None
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): pick another --host/--port "
+                f"(ports under 1024 need privileges)"
+            ) from None
+
+
 async def serve(config: Config, model: LipSyncModel, token: str = "") -> None:  # pragma: no cover - CLI loop
     """Run until cancelled (Ctrl-C)."""
     server = Server(config, model, token)
     runner = web.AppRunner(server.app())
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # taken between check_port and now
+        await runner.cleanup()
+        server.close()
+        raise ConfigError(
+            f"cannot listen on {config.server.host}:{config.server.port} ({exc.strerror}): pass a free --port"
+        ) from None
     log.info("serving on http://%s:%d/", config.server.host, config.server.port)
     try:
         await asyncio.Event().wait()

@@ -41,6 +41,7 @@ class _Slot:
     crop: np.ndarray | None = None
     mask: np.ndarray | None = None
     jobs: list[tuple[cf.Future[JobResult], int, float]] = field(default_factory=list)
+    passthrough: bool = False  # planned on the ladder's pass-through rung: no model job will come
 
 
 @dataclass
@@ -235,6 +236,8 @@ class LipSyncSession:
         weights = [self._speech_w(s.frame.time_s) for s in slots]
         self.stats.chunks_planned += 1
         if passthrough:
+            for s in slots:
+                s.passthrough = True
             return
         if max(weights) <= 0.0:
             self.stats.chunks_silent += 1
@@ -266,7 +269,9 @@ class LipSyncSession:
     def _compose(self, slot: _Slot, now: float, wait: bool) -> OutputFrame:
         frame = slot.frame
         t = frame.time_s
-        if slot.face is None or self.ladder.rung.passthrough:
+        # planned on the pass-through rung (the ladder may have climbed since: these frames
+        # never had a job, so they are passed through, not counted late), or on it now
+        if slot.face is None or slot.passthrough or self.ladder.rung.passthrough:
             self.stats.no_face += slot.face is None
             self.stats.passthrough += 1
             return OutputFrame(frame, FrameKind.PASSTHROUGH, slot.deadline_s, now)

@@ -344,6 +344,45 @@ def test_five_sessions_for_a_minute_keep_their_rate_or_degrade() -> None:
         assert s["fps"] >= 0.8 * base or s["degrade_level"] > 0, (s, base)
 
 
+def test_a_model_that_cannot_keep_up_is_reported_and_the_ladder_climbs_back_when_load_drops(caplog) -> None:  # noqa: ANN001
+    """The degrade ladder keeps the stream alive when the model is too slow; the stats and the
+    log say plainly that the model is not keeping up, and when it is fast again every rung is
+    climbed back."""
+    import logging
+    import time
+
+    class SlowMarker(MarkerModel):
+        delay_s = 0.6  # one 8-frame chunk (320 ms of video) takes 600 ms: cannot keep up
+
+        def generate(self, chunk, reference, steps):  # noqa: ANN001, ANN201
+            time.sleep(self.delay_s)
+            return super().generate(chunk, reference, steps)
+
+    model = SlowMarker()
+
+    async def go() -> None:
+        cfg = server_config("playout.recover_after_frames=10")
+        async with Running(cfg, model) as srv:
+            client = Client([PacedVideo(face_frames(100)), PacedAudio(speech(4.0, RATE)[:, 0], RATE)])
+            status, body = await srv.post_offer(client)
+            assert status == 200
+            sess = srv.server.sessions[body["session"]]
+            assert await wait_for(lambda: sess.stats()["degrade_level"] > 0, 20)
+            s = sess.stats()
+            assert s["keeping_up"] is False and "model NOT keeping up" in s["status"], s
+            assert s["status"].endswith(f"degrade level {s['degrade_level']} ({s['degrade_rung']})")
+            assert await wait_for(lambda: any("model NOT keeping up" in r.getMessage() for r in caplog.records), 15)
+            model.delay_s = 0.0  # the load drops
+            assert await wait_for(lambda: sess.stats()["degrade_level"] == 0, 30), sess.stats()
+            assert await wait_for(lambda: sess.stats()["keeping_up"], 15), sess.stats()
+            gen0 = sess.stats()["generated"]
+            assert await wait_for(lambda: sess.stats()["generated"] > gen0 + 25, 10)
+            await client.close()
+
+    with caplog.at_level(logging.WARNING, logger="stream.server"):
+        run(go(), 120)
+
+
 def test_serve_cli_refuses_an_open_bind_without_a_token(capsys, monkeypatch) -> None:  # noqa: ANN001
     from stream.cli import main
 
@@ -351,6 +390,24 @@ def test_serve_cli_refuses_an_open_bind_without_a_token(capsys, monkeypatch) -> 
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "server.token" in err[0] and "127.0.0.1" in err[0]
+
+
+def test_serve_cli_on_a_port_in_use_is_one_line_before_the_model_loads(capsys, monkeypatch) -> None:  # noqa: ANN001
+    import socket
+
+    from stream import cli
+
+    def refuse(cfg: object) -> None:
+        raise AssertionError("the model was loaded before the port was checked")
+
+    monkeypatch.setattr(cli, "_model", refuse)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert cli.main(["serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"port {port} on 127.0.0.1 is already in use" in err[0] and "--port" in err[0], err
 
 
 def _rss_mb() -> float:

@@ -480,6 +480,87 @@ def test_persistently_slow_model_degrades_to_passthrough_without_stalling() -> N
         assert np.array_equal(o.frame.image, v.image)
 
 
+def test_after_the_load_drops_the_session_climbs_back_without_late_frames_from_pass_through_chunks() -> None:
+    """Frames planned on the pass-through rung have no model job: once the ladder climbs they
+    still pass through on time (they used to leave late, knocking the ladder straight back
+    down, so a session that had once degraded never got its mouths back)."""
+    clock = VirtualClock()
+    n = 600
+    model = MarkerModel(clock=clock, latency_s=2.0)
+    cfg = load(None, ["playout.recover_after_frames=20"])
+    tracker = FaceTracker(cfg.face, FixedFaceDetector([BOX]))
+    session = LipSyncSession(cfg, model, clock, tracker=tracker, vad=ScriptedVad([(-10.0, 100.0)]))
+    frames: list[OutputFrame] = []
+    levels: list[int] = []
+
+    def emit(fs: list[OutputFrame], aus: list[OutputAudio]) -> None:
+        frames.extend(fs)
+        levels.extend([session.stats.degrade_level] * len(fs))
+        if len(frames) >= 100:
+            model.latency_s = 0.0  # the load drops
+
+    try:
+        asyncio.run(run_paced(session, clock, interleave(moving_frames(n), loud_audio(n / FPS)), emit))
+    finally:
+        clock.advance_to(clock.now() + 3600)
+        session.close()
+    top = len(session.ladder.rungs) - 1
+    assert max(levels[:100]) == top
+    first_zero = levels.index(0, 100)
+    late_after = [i for i, o in enumerate(frames) if o.late and i >= 130]
+    assert late_after == [], late_after
+    # at most the longest wait (4x recover_after_frames) and one base wait per further rung
+    assert first_zero <= 100 + 4 * 20 + (top - 1) * 20 + 5, first_zero
+    assert all(o.kind is FrameKind.GENERATED for o in frames[first_zero + 40 :])
+
+
+def test_the_ladder_climbs_back_when_load_drops_and_waits_longer_after_a_failed_climb() -> None:
+    from stream.playout import DegradeLadder, OutputWindow
+
+    cfg = Config()
+    base = cfg.playout.recover_after_frames
+    ladder = DegradeLadder(cfg.playout, cfg.chunk, steps=2)
+    top = len(ladder.rungs) - 1
+
+    def feed(late: bool, n: int) -> None:
+        for _ in range(n):
+            ladder.record(late)
+
+    feed(True, 3 * top)  # overloaded: all the way down
+    assert ladder.level == top and ladder.rung.passthrough
+    feed(False, base - 1)
+    assert ladder.level == top
+    feed(False, 1)  # a clean stretch: one rung up, on trial
+    assert ladder.level == top - 1
+    feed(True, 3)  # the load has not dropped: down again, and the next try waits twice as long
+    assert ladder.level == top and ladder.recover_after == 2 * base
+    feed(False, 2 * base - 1)
+    assert ladder.level == top
+    feed(False, 1)
+    assert ladder.level == top - 1
+    for _ in range(3):  # failing again and again: the wait is capped at 4x
+        feed(True, 3)
+        feed(False, ladder.recover_after)
+    assert ladder.recover_after == 4 * base and ladder.level == top - 1
+    # the load drops for good: the climb holds for the base wait, which is the wait again, and
+    # every rung is climbed back
+    feed(False, base)
+    assert ladder.recover_after == base and ladder.level == top - 2
+    feed(False, (top - 2) * base)
+    assert ladder.level == 0 and ladder.recover_after == base
+
+    w = OutputWindow()
+    for i in range(250):
+        w.add(i * 0.04, 0.8, "generated")
+    h = w.health(10.0, 0, ladder.describe())
+    assert h["keeping_up"] and h["status"] == "keeping up" and h["recent_kinds"] == {"generated": 250}
+    for i in range(250, 500):
+        w.add(i * 0.04, 0.8, "passthrough", late=i < 253)
+    h = w.health(20.0, top, "pass-through (no model)")
+    assert not h["keeping_up"] and h["recent_late"] == 3
+    assert h["status"].startswith("model NOT keeping up: 3 late and 250 of 250 frames passed through")
+
+
 # -- (11) offline mode ----------------------------------------------------------------------
 class ManualClock:
     """A clock that only moves when the (fake) model says time has passed."""
