@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -133,9 +134,10 @@ async def _client(url: str, seconds: float, out_path: str) -> None:
 
 
 # -- the server side -------------------------------------------------------------------------
-async def soak(minutes: float, overrides: list[str]) -> dict[str, Any]:
+async def soak(minutes: float, overrides: list[str], settle: bool = True) -> dict[str, Any]:
     from model import load_model
     from stream.config import load
+    from stream.worker import settle_heap
     from tests.rtc import Running
 
     cfg = load(None, ["server.ice_host_addresses=127.0.0.1", "server.max_sessions=1", *overrides])
@@ -143,10 +145,31 @@ async def soak(minutes: float, overrides: list[str]) -> dict[str, Any]:
     seconds = minutes * 60
     samples: list[dict[str, Any]] = []
     emitted: list[float] = []
+    due: list[float] = []  # each emitted frame's deadline (media time + D on the session clock)
+    gc_pauses: list[tuple[float, int, float]] = []  # (loop time, generation, ms)
+    gc_t0 = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_t0[0] = time.perf_counter()
+        else:
+            gc_pauses.append((time.monotonic(), info["generation"], (time.perf_counter() - gc_t0[0]) * 1000))
+
+    lags: list[tuple[float, float]] = []  # (loop time, how late a 10 ms sleep woke, ms)
+
+    async def lag_probe() -> None:
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.01)
+            lags.append((t, (time.monotonic() - t - 0.01) * 1000))
+
     with tempfile.TemporaryDirectory() as d:
         client_out = os.path.join(d, "client.json")
         async with Running(cfg, model) as srv:
             url = srv.url("/").rstrip("/")
+            if settle:
+                settle_heap()  # as `serve` does once it listens, before any session
+            gc.callbacks.append(on_gc)
             env = dict(os.environ, PYTHONPATH=ROOT)
             proc = subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__), "--client", url, str(seconds), client_out], env=env
@@ -160,13 +183,17 @@ async def soak(minutes: float, overrides: list[str]) -> dict[str, Any]:
                 raise SystemExit("soak: the client never connected")
             sid, sess = next(iter(srv.server.sessions.items()))
             t0 = loop.time()
+            probe = asyncio.get_running_loop().create_task(lag_probe())
+            clock_off = time.monotonic() - sess.clock.now()  # session clock = monotonic - this
+            t0_clock = sess.clock.now()
             last_emit = 0.0
             while loop.time() - t0 < seconds and sid in srv.server.sessions:
                 await asyncio.sleep(10.0)
-                new = [t for t, *_ in list(sess.window.frames) if t > last_emit]
+                new = [(t, t - added) for t, added, *_ in list(sess.window.frames) if t > last_emit]
                 if new:
-                    emitted.extend(new)
-                    last_emit = new[-1]
+                    emitted.extend(t for t, _ in new)
+                    due.extend(x for _, x in new)  # up to the constant D
+                    last_emit = new[-1][0]
                 s = sess.stats()
                 samples.append(
                     {
@@ -184,6 +211,7 @@ async def soak(minutes: float, overrides: list[str]) -> dict[str, Any]:
                 )
                 print(json.dumps(samples[-1]), flush=True)
             alive = sid in srv.server.sessions
+            probe.cancel()
             end = loop.time() + 60
             while not os.path.exists(client_out) and loop.time() < end:
                 await asyncio.sleep(0.2)
@@ -196,7 +224,16 @@ async def soak(minutes: float, overrides: list[str]) -> dict[str, Any]:
             while sid in srv.server.sessions and loop.time() - t_kill < 60:
                 await asyncio.sleep(0.05)
             reap_s = loop.time() - t_kill
+    gc.callbacks.remove(on_gc)
     gaps = np.diff(np.array(emitted)) if len(emitted) > 1 else np.zeros(1)
+    worst = np.argsort(gaps)[::-1][:5] if len(emitted) > 1 else []
+    due_gaps = np.diff(np.array(due)) if len(due) > 1 else np.zeros(1)
+    # what the server itself added: the emitted gap beyond the gap between the two frames'
+    # deadlines, which the sender's own pacing and the network set (a frame interval when regular)
+    stalls = gaps - due_gaps + 0.04
+    lag_ms = np.array([x for _, x in lags]) if lags else np.zeros(1)
+    lags = [(t - clock_off, x) for t, x in lags]
+    gc_pauses = [(t - clock_off, g, x) for t, g, x in gc_pauses]
     offs = np.array(client["offsets"]) if client["offsets"] else np.zeros((0, 2))
     first = offs[offs[:, 0] <= offs[0, 0] + 60, 1] if len(offs) else np.zeros(0)
     last = offs[offs[:, 0] >= offs[-1, 0] - 60, 1] if len(offs) else np.zeros(0)
@@ -211,6 +248,27 @@ async def soak(minutes: float, overrides: list[str]) -> dict[str, Any]:
         "samples": samples,
         "max_emit_gap_ms": round(float(gaps.max()) * 1000, 1),
         "emit_gaps_over_200ms": int((gaps > 0.2).sum()),
+        "max_server_stall_ms": round(float(stalls.max()) * 1000, 1),
+        "server_stalls_over_200ms": int((stalls > 0.2).sum()),
+        "emit_gap_p999_ms": round(float(np.quantile(gaps, 0.999)) * 1000, 1),
+        # where the worst stalls were: seconds into the session, and the event loop's lag and
+        # the longest garbage collection within 0.5 s before each
+        "worst_emit_gaps": [
+            {
+                "t_s": round(emitted[i + 1] - t0_clock, 1),
+                "gap_ms": round(float(gaps[i]) * 1000, 1),
+                "deadline_gap_ms": round(float(due_gaps[i]) * 1000, 1),
+                "loop_lag_ms": round(max([x for t, x in lags if emitted[i] - 0.1 <= t <= emitted[i + 1]] or [0]), 1),
+                "gc_ms": round(max([x for t, _, x in gc_pauses if emitted[i] - 0.5 <= t <= emitted[i + 1]] or [0]), 1),
+            }
+            for i in worst
+        ],
+        "loop_lag_ms": {
+            "p50": round(float(np.median(lag_ms)), 1),
+            "p99": round(float(np.quantile(lag_ms, 0.99)), 1),
+            "max": round(float(lag_ms.max()), 1),
+        },
+        "gc_max_ms": {str(g): round(max([x for _, gg, x in gc_pauses if gg == g] or [0]), 1) for g in (0, 1, 2)},
         "client": {k: v for k, v in client.items() if k != "offsets"},
         "av_pairs": int(len(offs)),
         "av_offset_first_min_ms": round(float(np.median(first)) * 1000, 1) if len(first) else None,
@@ -258,8 +316,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--json", default=os.path.join(RESULTS, "soak.json"))
     ap.add_argument("--plot", default=os.path.join(RESULTS, "soak.png"))
+    ap.add_argument("--no-settle", action="store_true", help="skip gc.freeze after start-up (to compare)")
     args = ap.parse_args()
-    r = asyncio.run(soak(args.minutes, args.set))
+    r = asyncio.run(soak(args.minutes, args.set, settle=not args.no_settle))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as fh:
         json.dump(r, fh, indent=1)
@@ -270,7 +329,8 @@ def main() -> None:
         f"{last.get('frames_out', 0)} frames out ({last.get('generated', 0)} generated, "
         f"{last.get('passthrough', 0)} passed through, {last.get('late', 0)} late), final degrade level "
         f"{last.get('degrade_level')}; longest emitted gap {r['max_emit_gap_ms']} ms "
-        f"({r['emit_gaps_over_200ms']} over 200 ms), client receive gap {r['client']['max_receive_gap_ms']} ms; "
+        f"({r['emit_gaps_over_200ms']} over 200 ms; longest the server added {r['max_server_stall_ms']} ms, "
+        f"{r['server_stalls_over_200ms']} over 200 ms), client receive gap {r['client']['max_receive_gap_ms']} ms; "
         f"A/V offset {r['av_offset_first_min_ms']} -> {r['av_offset_last_min_ms']} ms (drift {r['av_drift_ms']} ms, "
         f"{r['av_pairs']} pairs); RSS {r['rss_first_mb']} MB, growth after 1 min {r['rss_growth_after_1min_mb']} MB; "
         f"killed peer reaped after {r['reap_after_kill_s']} s (media_timeout_s {r['media_timeout_s']:g})"

@@ -234,6 +234,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             if site is not None:
                 await runner.cleanup()
 
+    from stream.worker import settle_heap
+
+    settle_heap()  # after the model and the face tracker loaded: no 250 ms collection mid-stream
     try:
         asyncio.run(main())
     except KeyboardInterrupt:

@@ -47,7 +47,7 @@ from stream.playout import OutputWindow
 from stream.session import LipSyncSession
 from stream.sinks.webrtc import OutputAudioTrack, OutputVideoTrack
 from stream.sources.webrtc import PeerTimeline, pump, watch_sender_reports
-from stream.worker import LipSyncModel, ModelWorker
+from stream.worker import LipSyncModel, ModelWorker, settle_heap
 
 log = logging.getLogger(__name__)
 
@@ -709,6 +709,7 @@ async def serve(config: Config, model: LipSyncModel, token: str = "") -> None:  
             f"cannot listen on {config.server.host}:{config.server.port} ({exc.strerror}): pass a free --port"
         ) from None
     log.info("serving on http://%s:%d/", config.server.host, config.server.port)
+    settle_heap()
     try:
         await asyncio.Event().wait()
     finally:

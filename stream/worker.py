@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import gc
 import logging
 import threading
 import time
@@ -18,6 +19,17 @@ import numpy as np
 from stream.clock import work_finished, work_started
 
 log = logging.getLogger(__name__)
+
+
+def settle_heap() -> None:
+    """Call once the model is loaded, before a stream starts: collect, then move every object
+    alive now into the collector's permanent generation (``gc.freeze``). The model, torch,
+    MediaPipe and aiortc leave ~380k tracked objects; a full collection then stops every
+    thread holding the GIL for ~250 ms on 2 cores (measured), long enough to stall emitted
+    frames. Frozen objects are never scanned again, so later full collections cost only what
+    the stream itself allocates."""
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass(frozen=True)
