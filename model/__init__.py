@@ -64,6 +64,7 @@ def load_model(config: Config) -> LipSyncModel:
             reference_guidance=mc.reference_guidance,
             seed=mc.seed,
             compile=mc.compile,
+            runtime=mc.runtime,
         )
         pipe.warmup(mc.steps)
         return pipe

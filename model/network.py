@@ -3,6 +3,7 @@ preconditioning. ``denoise`` maps a noisy latent video at noise level sigma to a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -110,21 +111,24 @@ class SayAnythingModel(nn.Module):
         cond: Conditions,
         guidance: float = 1.0,
         reference_guidance: float = 1.0,
+        denoise: Callable[[torch.Tensor, torch.Tensor, Conditions], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Classifier-free guidance on audio and, optionally, on the reference:
 
         D = D(-a, -r) + w_r (D(-a, r) - D(-a, -r)) + w_a (D(a, r) - D(-a, r))
 
         (audio dropped = zero tokens, reference dropped = zero ID features). With w_r = 1 this
-        is plain audio guidance, D(-a, r) + w_a (D(a, r) - D(-a, r)); with both 1, one call."""
+        is plain audio guidance, D(-a, r) + w_a (D(a, r) - D(-a, r)); with both 1, one call.
+        ``denoise``: what computes D (another runtime's copy of :meth:`denoise`); this model's by default."""
+        denoise = denoise or self.denoise
         if guidance == 1.0 and reference_guidance == 1.0:
-            return self.denoise(x, sigma, cond)
+            return denoise(x, sigma, cond)
         no_audio = cond.without_audio()
         variants = [cond, no_audio]
         if reference_guidance != 1.0:
             variants.append(no_audio.without_reference())
         k = len(variants)
-        out = self.denoise(torch.cat([x] * k), torch.cat([sigma] * k), _cat(*variants)).chunk(k)
+        out = denoise(torch.cat([x] * k), torch.cat([sigma] * k), _cat(*variants)).chunk(k)
         d_full, d_ref = out[0], out[1]
         base = d_ref if k == 2 else out[2] + reference_guidance * (d_ref - out[2])
         return base + guidance * (d_full - d_ref)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.network import SayAnythingModel
+from model.network import Conditions, SayAnythingModel
 from model.sampler import ConsistencySampler, EulerSampler
 from stream.errors import ModelError
 from stream.worker import ModelChunk
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 DECODE_MARGIN = 2
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+RUNTIMES = ("auto", "torch", "openvino")
 
 
 @dataclass
@@ -47,12 +48,26 @@ class SayAnythingPipeline:
         name: str | None = None,
         reuse_overlap: bool = True,
         decode_box: bool = True,
+        runtime: str = "torch",
     ) -> None:
         """``reuse_overlap`` / ``decode_box``: the two savings of ``generate`` (reusing the latents
         of frames the previous chunk encoded; decoding only the mask's box); off, every frame is
-        encoded and the whole latent decoded, as before them (kept for measuring them)."""
-        if dtype not in DTYPES:
-            raise ModelError(f"model dtype {dtype!r} is unknown: use one of {', '.join(DTYPES)}")
+        encoded and the whole latent decoded, as before them (kept for measuring them).
+
+        ``runtime``: ``torch``; ``openvino`` (CPU only: the encoder, denoiser and decoder run
+        by OpenVINO, see ``model/ov.py``); ``auto``: OpenVINO on the CPU unless ``compile`` asks
+        for torch.compile, torch elsewhere. ``dtype`` ``auto``: bfloat16 on OpenVINO when the CPU
+        runs it natively, float32 otherwise."""
+        if dtype not in (*DTYPES, "auto"):
+            raise ModelError(f"model dtype {dtype!r} is unknown: use one of auto, {', '.join(DTYPES)}")
+        if runtime not in RUNTIMES:
+            raise ModelError(f"model runtime {runtime!r} is unknown: use one of {', '.join(RUNTIMES)}")
+        if runtime == "auto":
+            runtime = "openvino" if device == "cpu" and compile == "none" else "torch"
+        if runtime == "openvino" and device != "cpu":
+            raise ModelError(f"model runtime 'openvino' runs on the CPU, not {device!r}: set model.runtime=torch")
+        if runtime == "openvino" and compile != "none":
+            raise ModelError("model.compile is a torch runtime option: set model.runtime=torch or model.compile=none")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ModelError(f"model device {device!r} is not available (no CUDA): use device = 'cpu'")
         if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
@@ -63,8 +78,20 @@ class SayAnythingPipeline:
         if device == "mps" and not torch.backends.mps.is_available():
             raise ModelError("model device 'mps' is not available (no Apple GPU): use device = 'cpu'")
         self.device = torch.device(device)
+        self._ov = None
+        if runtime == "openvino":
+            from model.ov import OpenVINOParts, native_bf16
+
+            if dtype == "auto":
+                dtype = "bfloat16" if native_bf16() else "float32"
+            # the torch side (audio encoder, reference, sampler) stays float32
+            self._ov = OpenVINOParts(model.float().eval(), precision=dtype)
+            dtype = "float32"
+        elif dtype == "auto":
+            dtype = "float32"
         self.dtype = DTYPES[dtype]
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.runtime = "torch" if self._ov is None else f"openvino {self._ov.precision}"
         self.config = model.config
         self.name = name or f"sayanything-{self.config.name}"
         self.resolution_px = self.config.resolution_px
@@ -86,6 +113,16 @@ class SayAnythingPipeline:
         if compile != "none":
             # "reduce-overhead" captures CUDA graphs (fixed shapes: keep the chunk length constant)
             self.model.unet = torch.compile(self.model.unet, mode=compile)  # type: ignore[assignment]
+
+    # -- the heavy parts, on this pipeline's runtime -------------------------------------
+    def _encode(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.model.vae.encode(frames) if self._ov is None else self._ov.encode(frames).to(self.dtype)
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.model.vae.decode(latents) if self._ov is None else self._ov.decode(latents).to(self.dtype)
+
+    def _denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditions) -> torch.Tensor:
+        return self.model.denoise(x, sigma, cond) if self._ov is None else self._ov.denoise(x, sigma, cond)
 
     # -- tensors --------------------------------------------------------------------
     def _to_tensor(self, frames: np.ndarray) -> torch.Tensor:
@@ -110,6 +147,8 @@ class SayAnythingPipeline:
         latent pixels for the decoder's receptive field) is decoded: the rest of the output is
         the input's anyway."""
         m = self.model
+        if masked_latents is None:
+            masked_latents = self._encode(frames * (1.0 - masks))
         cond = m.conditions(frames, masks, audio, reference.id_features, masked_latents)
         self.sampler.set_timesteps(steps)
         gen = torch.Generator().manual_seed(self.seed)
@@ -118,7 +157,9 @@ class SayAnythingPipeline:
         x = self.sampler.init_noise(tuple(cond.masked_latents.shape), gen).to(self.device)
         for i, s in enumerate(self.sampler.timesteps):
             sigma = torch.full((x.shape[0],), float(s), device=self.device, dtype=torch.float32)
-            d = m.guided_denoise(x.to(self.dtype), sigma, cond, self.guidance, self.reference_guidance)
+            d = m.guided_denoise(
+                x.to(self.dtype), sigma, cond, self.guidance, self.reference_guidance, denoise=self._denoise
+            )
             x = self.sampler.step(d.float(), i, x, gen)
         out = frames.clone()
         lat = cond.mask_latent.amax(dim=(0, 1, 2))  # (h, w): any frame's mask
@@ -130,7 +171,7 @@ class SayAnythingPipeline:
         y0, y1 = max(0, int(rows[0]) - k), min(h, int(rows[-1]) + 1 + k)
         x0, x1 = max(0, int(cols[0]) - k), min(w, int(cols[-1]) + 1 + k)
         f = frames.shape[-1] // w  # the VAE's down factor
-        dec = m.vae.decode(x[..., y0:y1, x0:x1].to(self.dtype).contiguous()).clamp(-1, 1)
+        dec = self._decode(x[..., y0:y1, x0:x1].to(self.dtype).contiguous()).clamp(-1, 1)
         box = (..., slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
         mb = masks[box]
         out[box] = frames[box] * (1 - mb) + dec.to(frames.dtype) * mb
@@ -164,7 +205,7 @@ class SayAnythingPipeline:
             times, lat, _, _ = prev  # type: ignore[misc]
             parts.append(lat[:, [times.index(t) for t in chunk.times_s[:reuse]]])
         if reuse < n:
-            parts.append(self.model.vae.encode((frames * (1.0 - masks))[:, reuse:]))
+            parts.append(self._encode((frames * (1.0 - masks))[:, reuse:]))
         out = torch.cat(parts, dim=1)
         self._last_encoded = (list(chunk.times_s), out, chunk.frames, chunk.masks)
         return out

@@ -79,6 +79,7 @@ def run_bench(
     report: dict[str, Any] = {
         "machine": machine(),
         "model": model.name,
+        "runtime": getattr(model, "runtime", "-"),
         "video": os.path.basename(video),
         "size": f"{info.width}x{info.height}",
         "fps_in": float(info.fps),

@@ -327,7 +327,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     write_report(report, args.json, args.plot)
     tp = report["throughput"]
     print(f"machine: {report['machine']}")
-    print(f"model {report['model']}, {report['size']} @ {report['fps_in']:g} fps, {report['duration_s']} s of audio")
+    print(
+        f"model {report['model']} ({report['runtime']}), {report['size']} @ {report['fps_in']:g} fps, "
+        f"{report['duration_s']} s of audio"
+    )
     print(f"throughput: {tp['fps']} frames/s, first frame after {tp['first_frame_s'] * 1000:.0f} ms")
     print("per-frame stage ms: " + ", ".join(f"{k} {v}" for k, v in tp["stage_ms_per_frame"].items()))
     print(f"face+crop+paste: {tp['face_crop_paste_ms_per_frame']} ms/frame")
@@ -588,7 +591,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     net = load_checkpoint(args.checkpoint)
-    pipe = SayAnythingPipeline(net, guidance=args.guidance, seed=cfg.model.seed)
+    mc = cfg.model
+    pipe = SayAnythingPipeline(
+        net, device=mc.device, dtype=mc.dtype, guidance=args.guidance, seed=mc.seed, runtime=mc.runtime
+    )
     cfg = load(args.config, [*(args.set or []), f"model.steps={args.steps}"])
     engine = ESpeak()
     clips = [make_clip(10_000 + i, args.split, engine) for i in range(args.clips)]

@@ -70,7 +70,10 @@ class ModelConfig:
     guidance: float = 1.0  # audio guidance of a many-step teacher (a distilled student ignores it)
     reference_guidance: float = 1.0  # reference (identity) guidance of a teacher
     device: str = "cpu"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # "auto": bfloat16 where the runtime runs it natively (OpenVINO on a CPU with AVX-512 BF16/AMX), else float32
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # "auto": OpenVINO on the CPU (unless `compile` asks for torch.compile), torch on GPUs
+    runtime: Literal["auto", "torch", "openvino"] = "auto"
     # torch.compile the UNet; "reduce-overhead" also captures CUDA graphs
     compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
     seed: int = 0

@@ -262,6 +262,78 @@ def test_pipeline_rejects_unknown_dtype_and_compile_mode() -> None:
     one_line(e.value, "'fast'", "reduce-overhead")
 
 
+# -- the OpenVINO runtime ---------------------------------------------------------------------
+def test_openvino_runtime_matches_torch_in_float32_and_bfloat16_stays_close() -> None:
+    """The same network traced into OpenVINO: float32 output within one grey level of torch,
+    bfloat16 close on average; pixels outside the mask exact either way; guidance (a batch of
+    variants per call) and a chunk shorter than the traced one work."""
+    model = build()
+    chunk = make_chunk(model.config)
+    m = inside(chunk)
+    refs = {}
+    for guidance in (1.0, 2.0):
+        ref = refs[guidance] = generate(pipeline(copy.deepcopy(model), guidance=guidance), chunk)
+        f32 = pipeline(copy.deepcopy(model), runtime="openvino", dtype="float32", guidance=guidance)
+        assert f32.runtime == "openvino float32" and f32.dtype == torch.float32
+        out = generate(f32, chunk)
+        assert np.array_equal(out[~m], chunk.frames[~m])
+        assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+    bf = pipeline(copy.deepcopy(model), runtime="openvino", dtype="bfloat16")
+    out = generate(bf, chunk)
+    assert np.array_equal(out[~m], chunk.frames[~m]) and changed(out, chunk.frames)[m].mean() > 0.9
+    assert np.abs(out.astype(int) - refs[1.0].astype(int))[m].mean() < 5
+    fields = ("frames", "masks", "audio", "speech", "times_s")
+    one = dataclasses.replace(chunk, **{k: getattr(chunk, k)[:1] for k in fields})
+    assert generate(f32, one).shape == one.frames.shape
+
+
+def test_openvino_conversion_is_kept_and_keyed_by_the_weights(tmp_path, monkeypatch, caplog) -> None:  # noqa: ANN001
+    import logging
+
+    from model.ov import cache_dir
+
+    monkeypatch.setenv("SAYANYTHING_CACHE_DIR", str(tmp_path))
+    model = build()
+    chunk = make_chunk(model.config)
+    with caplog.at_level(logging.INFO, logger="model.ov"):
+        first = generate(pipeline(copy.deepcopy(model), runtime="openvino"), chunk)
+        assert "converting the model for OpenVINO" in caplog.text
+        caplog.clear()
+        again = generate(pipeline(copy.deepcopy(model), runtime="openvino"), chunk)
+        assert "converting" not in caplog.text  # read back from the cache
+    assert np.array_equal(first, again)
+    entries = os.listdir(cache_dir())
+    assert len(entries) == 1 and not any(".tmp" in e for e in entries)
+    # a damaged entry is converted again, with a warning
+    with open(os.path.join(cache_dir(), entries[0], "denoiser.xml"), "w") as fh:
+        fh.write("<not a model")
+    with caplog.at_level(logging.INFO, logger="model.ov"):
+        assert np.array_equal(generate(pipeline(copy.deepcopy(model), runtime="openvino"), chunk), first)
+        assert "unreadable" in caplog.text and "converting" in caplog.text
+    # other weights: another entry, other output
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.unet.conv_out.bias.add_(0.5)
+    assert not np.array_equal(generate(pipeline(other, runtime="openvino"), chunk), first)
+    assert len(os.listdir(cache_dir())) == 2
+
+
+def test_runtime_choice_and_its_errors() -> None:
+    model = build()
+    with pytest.raises(ModelError) as e:
+        pipeline(model, runtime="onnx")
+    one_line(e.value, "'onnx'", "openvino")
+    with pytest.raises(ModelError) as e:
+        pipeline(model, runtime="openvino", device="cuda:0" if not torch.cuda.is_available() else "cuda")
+    one_line(e.value, "openvino", "model.runtime=torch")
+    with pytest.raises(ModelError) as e:
+        pipeline(model, runtime="openvino", compile="default")
+    one_line(e.value, "model.compile", "model.runtime=torch")
+    assert pipeline(model).runtime == "torch"  # the library default; the config's default is auto
+    assert pipeline(model, runtime="auto").runtime.startswith("openvino")  # on the CPU
+    assert load(None, []).model.runtime == "auto" and load(None, []).model.dtype == "auto"
+
+
 # -- conditioning conditions, inside the mask only -------------------------------------------
 def test_audio_changes_the_mouth_and_nothing_else() -> None:
     model = build()
@@ -645,7 +717,8 @@ def test_load_model_builds_a_warm_pipeline_from_the_config(saved: tuple[SayAnyth
     assert isinstance(pipe, SayAnythingPipeline)
     assert pipe.seed == 3 and pipe.guidance == 2.5 and pipe.name == "sayanything-micro"
     chunk = make_chunk(model.config)
-    direct = pipeline(copy.deepcopy(model), seed=3, guidance=2.5)
+    assert pipe.runtime == pipeline(model, runtime="auto", dtype="auto").runtime  # the config's defaults
+    direct = pipeline(copy.deepcopy(model), seed=3, guidance=2.5, runtime="auto", dtype="auto")
     assert np.array_equal(generate(pipe, chunk), generate(direct, chunk))
     assert load_model(load(None, ["model.name=identity"])).name == "identity"
     assert load_model(load(None, [])).name == "sayanything-tiny (shipped)"  # the default

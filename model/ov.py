@@ -1,0 +1,263 @@
+"""The model's three heavy parts (VAE encoder, denoiser, VAE decoder) run by OpenVINO on a CPU.
+
+On the 2-core CPUs this project targets, OpenVINO's CPU plugin runs the tiny model's
+convolutions, attention and normalisations in fewer, fused kernels than eager PyTorch, and in
+bfloat16 where the CPU has native BF16 (AVX-512 BF16 or AMX): see BENCHMARKS.md for the
+measured ratio. The conversion traces the same ``torch.nn.Module`` code that training uses, so
+there is one model definition; the weights stay those of the checkpoint. Nothing is written to
+disk but a cache and nothing is downloaded: converting ``tiny`` takes 20-40 s on 2 cores, so
+the converted models are kept in ``$SAYANYTHING_CACHE_DIR`` (default
+``~/.cache/sayanything-live``) under a key of the weights, the model config, the model's source
+code and the library versions; later loads read them in well under a second. An unwritable
+cache only costs the conversion again.
+
+Tensors cross the boundary as float32 numpy arrays. Whatever the inference precision, inputs
+and outputs are float32, so the sampler state stays float32 as on the torch path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.network import Conditions, SayAnythingModel
+from stream.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+
+
+def _openvino() -> Any:
+    try:
+        import openvino
+    except ImportError as e:  # pragma: no cover - openvino is a pinned dependency
+        raise ModelError(
+            f"model runtime 'openvino' is not installed ({e}): reinstall sayanything-live, or set model.runtime=torch"
+        ) from None
+    return openvino
+
+
+def native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin runs bfloat16 natively on this CPU (AVX-512 BF16 or AMX)."""
+    return "BF16" in _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+PARTS = ("encoder", "decoder", "denoiser")
+# the code a converted model is traced from: a change in any of these is a new cache key
+_SOURCES = ("network.py", "unet.py", "vae.py", "conditioning.py", "ov.py")
+
+
+def cache_dir() -> str:
+    """Where converted models are kept: ``$SAYANYTHING_CACHE_DIR``, else the user cache folder."""
+    root = os.environ.get("SAYANYTHING_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "sayanything-live"
+    )
+    return os.path.join(root, "openvino")
+
+
+def cache_key(model: SayAnythingModel) -> str:
+    """A digest of everything the converted models depend on."""
+    import diffusers
+
+    h = hashlib.sha256()
+    h.update(f"{_openvino().__version__} {torch.__version__} {diffusers.__version__}".encode())
+    h.update(json.dumps(dataclasses.asdict(model.config), sort_keys=True, default=str).encode())
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in _SOURCES:
+        with open(os.path.join(here, name), "rb") as fh:
+            h.update(fh.read())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+class _Encoder(nn.Module):
+    def __init__(self, model: SayAnythingModel) -> None:
+        super().__init__()
+        self.vae = model.vae.model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(x).latent_dist.mode()
+
+
+class _Decoder(nn.Module):
+    def __init__(self, model: SayAnythingModel) -> None:
+        super().__init__()
+        self.vae = model.vae.model
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z).sample
+
+
+class _Denoiser(nn.Module):
+    """``SayAnythingModel.denoise`` with the conditions as separate tensors."""
+
+    def __init__(self, model: SayAnythingModel, with_mouth: bool) -> None:
+        super().__init__()
+        self.model, self.with_mouth = model, with_mouth
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
+        masked, mask, tokens = cond[:3]
+        n_levels = len(cond) - 3 - int(self.with_mouth)
+        ids = list(cond[3 : 3 + n_levels])
+        mouth = cond[-1] if self.with_mouth else None
+        return self.model.denoise(x, sigma, Conditions(masked, mask, tokens, ids, mouth))
+
+
+def _cond_inputs(cond: Conditions) -> list[torch.Tensor]:
+    out = [cond.masked_latents, cond.mask_latent, cond.audio_tokens, *cond.id_features]
+    return out if cond.mouth is None else [*out, cond.mouth]
+
+
+class _ByShape:
+    """One converted model, compiled for each set of input shapes it is called with.
+
+    A model compiled for static shapes runs 10-20 % faster than the dynamic one on this CPU
+    (measured: denoiser 51 vs 62 ms, decoder 31 vs 37 ms per chunk). A chunk's shapes repeat
+    (one denoiser shape, an encoder batch or two, a few decoder boxes), so each new set costs
+    one compilation (about 0.1 s for the VAE parts, 1.5 s for the denoiser) and is then kept;
+    the least recently used of more than ``limit`` sets is dropped."""
+
+    def __init__(self, core: Any, model: Any, props: dict[str, Any], limit: int = 32) -> None:
+        self.core, self.model, self.props, self.limit = core, model, props, limit
+        self._requests: dict[tuple[tuple[int, ...], ...], Any] = {}
+
+    def _request(self, shapes: tuple[tuple[int, ...], ...]) -> Any:
+        req = self._requests.pop(shapes, None)
+        if req is None:
+            m = self.model.clone()
+            m.reshape({m.inputs[i]: list(s) for i, s in enumerate(shapes)})
+            req = self.core.compile_model(m, "CPU", self.props).create_infer_request()
+            while len(self._requests) >= self.limit:
+                self._requests.pop(next(iter(self._requests)))
+        self._requests[shapes] = req  # most recently used last
+        return req
+
+    def infer(self, arrays: list[np.ndarray]) -> np.ndarray:
+        out = self._request(tuple(a.shape for a in arrays)).infer(arrays)[0]
+        return np.array(out, dtype=np.float32)  # own copy: the request reuses its buffer
+
+    def precision(self, asked: str) -> str:
+        """The inference precision the plugin chose for ``asked`` (a CPU without native
+        bfloat16 runs float32)."""
+        compiled = self.core.compile_model(self.model, "CPU", self.props)
+        got = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        return {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}.get(got, asked)
+
+
+class OpenVINOParts:
+    """Compiled encoder / denoiser / decoder for one float32 ``SayAnythingModel`` on the CPU.
+
+    ``precision``: ``float32``, ``bfloat16`` or ``float16``, the OpenVINO inference precision
+    hint. The precision the plugin actually uses is in :attr:`precision` (a CPU without native
+    bfloat16 runs float32)."""
+
+    def __init__(self, model: SayAnythingModel, precision: str = "float32", threads: int | None = None) -> None:
+        if precision not in PRECISIONS:
+            raise ModelError(f"model dtype {precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
+        ov = _openvino()
+        core = ov.Core()
+        c = model.config
+        props = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+            "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+        }
+        model = model.float().eval()
+        parts = self._load_or_convert(ov, core, model)
+        self._enc, self._dec, self._den = (_ByShape(core, parts[p], props) for p in PARTS)
+        self.precision = self._enc.precision(precision)
+        self.scaling = float(c.vae.scaling_factor)
+
+    @staticmethod
+    def _load_or_convert(ov: Any, core: Any, model: SayAnythingModel) -> dict[str, Any]:
+        """The three converted models, from the cache when it has them."""
+        where = os.path.join(cache_dir(), cache_key(model))
+        if all(os.path.isfile(os.path.join(where, f"{p}.xml")) for p in PARTS):
+            try:
+                return {p: core.read_model(os.path.join(where, f"{p}.xml")) for p in PARTS}
+            except RuntimeError as e:  # a damaged cache entry: convert again
+                log.warning("OpenVINO cache %s is unreadable (%s): converting again", where, e)
+        # shown by default: the first load of a model waits on it
+        log.warning("converting the model for OpenVINO, once per model (20-40 s on 2 cores); kept in %s", where)
+        parts = _convert(ov, model)
+        tmp = f"{where}.tmp{os.getpid()}"
+        try:
+            os.makedirs(tmp, exist_ok=True)
+            for p, m in parts.items():
+                ov.save_model(m, os.path.join(tmp, f"{p}.xml"), compress_to_fp16=False)
+            if os.path.isdir(where):
+                shutil.rmtree(where, ignore_errors=True)
+            os.replace(tmp, where)
+        except OSError as e:
+            log.warning("could not keep the converted model in %s (%s): the next load converts again", where, e)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return parts
+
+    @staticmethod
+    def _run(part: _ByShape, inputs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.from_numpy(part.infer([np.ascontiguousarray(t.detach().float().cpu().numpy()) for t in inputs]))
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, F, 3, H, W) in [-1, 1] -> scaled latents (B, F, C, h, w), as ``VideoVAE.encode``."""
+        b, f = frames.shape[:2]
+        z = self._run(self._enc, [frames.flatten(0, 1)])
+        return (z * self.scaling).reshape(b, f, *z.shape[1:])
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (B, F, C, h, w) -> frames (B, F, 3, H, W), as ``VideoVAE.decode``."""
+        b, f = latents.shape[:2]
+        x = self._run(self._dec, [latents.flatten(0, 1) / self.scaling])
+        return x.reshape(b, f, *x.shape[1:])
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditions) -> torch.Tensor:
+        """As ``SayAnythingModel.denoise``."""
+        return self._run(self._den, [x, sigma, *_cond_inputs(cond)])
+
+
+def _convert(ov: Any, model: SayAnythingModel) -> dict[str, Any]:
+    """Trace the encoder, decoder and denoiser of a float32 model into OpenVINO models."""
+    c = model.config
+    r, lat, lc = c.resolution_px, c.latent_px, c.vae.latent_channels
+    f = c.chunk_frames
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about python control flow on shapes
+        enc = ov.convert_model(
+            _Encoder(model), example_input=(torch.zeros(f, 3, r, r),), input=[ov.PartialShape([-1, 3, r, r])]
+        )
+        dec = ov.convert_model(
+            _Decoder(model),
+            example_input=(torch.zeros(f, lc, lat, lat),),
+            input=[ov.PartialShape([-1, lc, -1, -1])],
+        )
+        blank = torch.zeros(1, f, 3, r, r)
+        cond = model.conditions(
+            blank,
+            torch.zeros(1, f, 1, r, r),
+            torch.zeros(1, f, round((c.audio.window_before_ms + c.audio.window_after_ms) * 16)),
+            model.encode_reference(blank[:, 0]),
+        )
+        example = [torch.zeros_like(cond.masked_latents), torch.full((1,), float(c.sigma_max))]
+        example += _cond_inputs(cond)
+        # batch (guidance variants) and frame count may vary; the latent size may not
+        shapes = [ov.PartialShape([-1, -1, *t.shape[2:]]) for t in [example[0]]]
+        shapes += [ov.PartialShape([-1])]
+        shapes += [ov.PartialShape([-1, -1, *t.shape[2:]]) for t in example[2:5]]
+        shapes += [ov.PartialShape([-1, *t.shape[1:]]) for t in cond.id_features]
+        if cond.mouth is not None:
+            shapes += [ov.PartialShape([-1, -1, cond.mouth.shape[-1]])]
+        den = ov.convert_model(_Denoiser(model, cond.mouth is not None), example_input=tuple(example), input=shapes)
+    return {"encoder": enc, "decoder": dec, "denoiser": den}
