@@ -65,6 +65,7 @@ def load_model(config: Config) -> LipSyncModel:
             seed=mc.seed,
             compile=mc.compile,
             runtime=mc.runtime,
+            decode_box=mc.decode == "box",
         )
         pipe.warmup(mc.steps)
         return pipe

@@ -593,7 +593,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     net = load_checkpoint(args.checkpoint)
     mc = cfg.model
     pipe = SayAnythingPipeline(
-        net, device=mc.device, dtype=mc.dtype, guidance=args.guidance, seed=mc.seed, runtime=mc.runtime
+        net,
+        device=mc.device,
+        dtype=mc.dtype,
+        guidance=args.guidance,
+        seed=mc.seed,
+        runtime=mc.runtime,
+        decode_box=mc.decode == "box",
     )
     cfg = load(args.config, [*(args.set or []), f"model.steps={args.steps}"])
     engine = ESpeak()

@@ -74,6 +74,9 @@ class ModelConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # "auto": OpenVINO on the CPU (unless `compile` asks for torch.compile), torch on GPUs
     runtime: Literal["auto", "torch", "openvino"] = "auto"
+    # "box": decode only the latent box around the mask (faster); "full": the whole latent (the
+    # decoder's normalisations then see what they saw in training: measured a little better)
+    decode: Literal["box", "full"] = "box"
     # torch.compile the UNet; "reduce-overhead" also captures CUDA graphs
     compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
     seed: int = 0

@@ -290,9 +290,19 @@ def test_openvino_runtime_matches_torch_in_float32_and_bfloat16_stays_close() ->
 def test_openvino_conversion_is_kept_and_keyed_by_the_weights(tmp_path, monkeypatch, caplog) -> None:  # noqa: ANN001
     import logging
 
-    from model.ov import cache_dir
+    import model.ov as ov
 
     monkeypatch.setenv("SAYANYTHING_CACHE_DIR", str(tmp_path))
+    # one real conversion; later ones reuse its result (the cache logic is what is under test)
+    converted: list[dict[str, object]] = []
+    real = ov._convert
+
+    def convert(openvino: object, net: SayAnythingModel) -> dict[str, object]:
+        converted.append(converted[0] if converted else real(openvino, net))
+        return converted[-1]
+
+    monkeypatch.setattr(ov, "_convert", convert)
+    cache_dir = ov.cache_dir
     model = build()
     chunk = make_chunk(model.config)
     with caplog.at_level(logging.INFO, logger="model.ov"):
@@ -310,12 +320,14 @@ def test_openvino_conversion_is_kept_and_keyed_by_the_weights(tmp_path, monkeypa
     with caplog.at_level(logging.INFO, logger="model.ov"):
         assert np.array_equal(generate(pipeline(copy.deepcopy(model), runtime="openvino"), chunk), first)
         assert "unreadable" in caplog.text and "converting" in caplog.text
-    # other weights: another entry, other output
+    assert len(converted) == 2
+    # other weights: another key, so another conversion and entry
     other = copy.deepcopy(model)
     with torch.no_grad():
         other.unet.conv_out.bias.add_(0.5)
-    assert not np.array_equal(generate(pipeline(other, runtime="openvino"), chunk), first)
-    assert len(os.listdir(cache_dir())) == 2
+    assert ov.cache_key(other) != ov.cache_key(model)
+    pipeline(other, runtime="openvino")
+    assert len(converted) == 3 and len(os.listdir(cache_dir())) == 2
 
 
 def test_runtime_choice_and_its_errors() -> None:
@@ -332,6 +344,16 @@ def test_runtime_choice_and_its_errors() -> None:
     assert pipeline(model).runtime == "torch"  # the library default; the config's default is auto
     assert pipeline(model, runtime="auto").runtime.startswith("openvino")  # on the CPU
     assert load(None, []).model.runtime == "auto" and load(None, []).model.dtype == "auto"
+
+
+def test_config_decode_full_decodes_the_whole_latent(saved: tuple[SayAnythingModel, str]) -> None:
+    model, folder = saved
+    base = ["model.name=sayanything", f"model.checkpoint={folder}", "model.runtime=torch"]
+    box, full = (load_model(load(None, [*base, f"model.decode={d}"])) for d in ("box", "full"))
+    assert box.decode_box and not full.decode_box  # type: ignore[attr-defined]
+    chunk = make_chunk(model.config)
+    direct = pipeline(copy.deepcopy(model), decode_box=False)
+    assert np.array_equal(generate(full, chunk), generate(direct, chunk))  # type: ignore[arg-type]
 
 
 # -- conditioning conditions, inside the mask only -------------------------------------------
