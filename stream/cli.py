@@ -603,7 +603,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     cfg = load(args.config, [*(args.set or []), f"model.steps={args.steps}"])
     engine = ESpeak()
-    clips = [make_clip(10_000 + i, args.split, engine) for i in range(args.clips)]
+    if args.split == "test_engines":
+        from model.train.festival import Festival
+
+        festival = Festival()
+        clips = [make_clip(10_000 + i, args.split, festival) for i in range(args.clips)]
+    else:
+        clips = [make_clip(10_000 + i, args.split, engine) for i in range(args.clips)]
     others = [make_clip(20_000 + i, "test", engine) for i in range(args.clips)]
     res = evaluate(clips, others, cfg, pipe)
     names = {
@@ -789,9 +795,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--clips", type=int, default=8)
     ev.add_argument(
         "--split",
-        choices=("test", "test_languages"),
+        choices=("test", "test_languages", "test_engines"),
         default="test",
-        help="held-out English voices (test) or languages no part of the model trained on",
+        help="held-out English voices (test), languages no part of the model trained on, or an engine "
+        "it never heard (test_engines: Festival; apt-get install festival festvox-kallpc16k festvox-us-slt-hts)",
     )
     ev.add_argument("--steps", type=int, default=2)
     ev.add_argument("--guidance", type=float, default=1.0, help="audio guidance (teacher checkpoints only)")

@@ -16,11 +16,11 @@ from typing import Literal
 import numpy as np
 
 from model.train.render import CharacterStyle, HeadPose, MouthShape, random_style, render_frame
-from model.train.speech import ESpeak, Phoneme
+from model.train.speech import ESpeak, Phoneme, SpeechEngine
 
 FPS = 25
 SAMPLE_RATE_HZ = 16000
-Split = Literal["train", "val", "test", "test_languages"]
+Split = Literal["train", "val", "test", "test_languages", "test_engines"]
 
 # (open, width, round, lip_bite) per viseme class. Rest = closed, relaxed.
 REST = (0.0, 0.5, 0.0, 0.0)
@@ -133,8 +133,16 @@ VOICES: dict[Split, tuple[str, ...]] = {
         for lang in ("de", "es", "fr", "hi", "cmn", "ru", "pt", "it")
         for var in ("", "+f2", "+m4", "+klatt3", "+Alicia", "+benjamin", "+iven2")
     ),
+    # an engine no part of the model trained on: Festival voices (model/train/festival.py)
+    "test_engines": ("kal_diphone", "cmu_us_slt_arctic_hts"),
 }
-STYLE_SEED_OFFSET: dict[Split, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000, "test_languages": 2_000_000}
+STYLE_SEED_OFFSET: dict[Split, int] = {
+    "train": 0,
+    "val": 1_000_000,
+    "test": 2_000_000,
+    "test_languages": 2_000_000,
+    "test_engines": 2_000_000,
+}
 
 
 @dataclass
@@ -184,7 +192,7 @@ def augment_audio(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def speak(
-    engine: ESpeak,
+    engine: SpeechEngine,
     text: str,
     voice: str,
     rate_wpm: int,
@@ -214,14 +222,17 @@ def speech_flags(phonemes: list[Phoneme], n_frames: int) -> np.ndarray:
 def make_clip(
     seed: int,
     split: Split = "train",
-    engine: ESpeak | None = None,
+    engine: SpeechEngine | None = None,
     size: int = 256,
     sentences: tuple[int, int] = (1, 3),
     augment: bool = True,
 ) -> Clip:
     """Render one clip: silence, sentences separated by pauses (some long), silence."""
     rng = np.random.default_rng([seed, STYLE_SEED_OFFSET[split]])
-    engine = engine or ESpeak()
+    if engine is None:
+        from model.train.festival import Festival
+
+        engine = Festival() if split == "test_engines" else ESpeak()
     style = random_style(np.random.default_rng(seed + STYLE_SEED_OFFSET[split]))
     voice = str(rng.choice(VOICES[split]))
     rate_wpm, pitch = int(rng.integers(120, 200)), int(rng.integers(25, 75))
