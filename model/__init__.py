@@ -56,17 +56,7 @@ def load_model(config: Config) -> LipSyncModel:
                     f"config key {key} = {have} does not match the checkpoint's audio window "
                     f"({want} ms): set {key}={want}"
                 )
-        pipe = SayAnythingPipeline(
-            net,
-            device=mc.device,
-            dtype=mc.dtype,
-            guidance=mc.guidance,
-            reference_guidance=mc.reference_guidance,
-            seed=mc.seed,
-            compile=mc.compile,
-            runtime=mc.runtime,
-            decode_box=mc.decode == "box",
-        )
+        pipe = SayAnythingPipeline.from_config(net, mc)
         pipe.warmup(mc.steps)
         return pipe
     raise ConfigError(f"config key model.name = {mc.name!r} is unknown: allowed 'identity', 'tiny', 'sayanything'")

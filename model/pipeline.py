@@ -16,6 +16,7 @@ import torch
 
 from model.network import Conditions, SayAnythingModel
 from model.sampler import ConsistencySampler, EulerSampler
+from stream.config import ModelConfig
 from stream.errors import ModelError
 from stream.worker import ModelChunk
 
@@ -35,6 +36,23 @@ class Reference:
 
 class SayAnythingPipeline:
     """Few-step (student) or many-step (teacher) generation of lip-synced face crops."""
+
+    @classmethod
+    def from_config(cls, model: SayAnythingModel, mc: ModelConfig, **overrides: Any) -> SayAnythingPipeline:
+        """The pipeline the ``[model]`` config section describes (device, dtype, runtime, guidance,
+        seed, compile, decode); ``overrides`` replace single constructor arguments."""
+        kwargs: dict[str, Any] = dict(
+            device=mc.device,
+            dtype=mc.dtype,
+            guidance=mc.guidance,
+            reference_guidance=mc.reference_guidance,
+            seed=mc.seed,
+            compile=mc.compile,
+            runtime=mc.runtime,
+            decode_box=mc.decode == "box",
+        )
+        kwargs.update(overrides)
+        return cls(model, **kwargs)
 
     def __init__(
         self,

@@ -592,15 +592,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _config(args)
     net = load_checkpoint(args.checkpoint)
     mc = cfg.model
-    pipe = SayAnythingPipeline(
-        net,
-        device=mc.device,
-        dtype=mc.dtype,
-        guidance=args.guidance,
-        seed=mc.seed,
-        runtime=mc.runtime,
-        decode_box=mc.decode == "box",
-    )
+    pipe = SayAnythingPipeline.from_config(net, mc, guidance=args.guidance)
     cfg = load(args.config, [*(args.set or []), f"model.steps={args.steps}"])
     engine = ESpeak()
     if args.split == "test_engines":
