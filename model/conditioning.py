@@ -130,6 +130,13 @@ class MouthAudioEncoder(MelAudioEncoder):
         )
         self.head = nn.Sequential(nn.Linear(2 * h, h), nn.SiLU(), nn.Linear(h, MOUTH_PARAMS))
         self.mouth_embed = nn.Linear(MOUTH_PARAMS, dim)
+        if config.mouth_only:
+            # per-token detail on top of ``mouth_embed``; zero at the start, so a model converted
+            # from a trained ``mouth`` one starts from that model's mouth part of its tokens
+            last = nn.Linear(dim, config.tokens_per_frame * dim)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            self.mouth_tokens = nn.Sequential(nn.Linear(MOUTH_PARAMS, dim), nn.SiLU(), last)
 
     def features(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """audio (B, F, n) -> tokens (B, F, tokens_per_frame, dim), mouth (B, F, 4)."""
@@ -141,9 +148,18 @@ class MouthAudioEncoder(MelAudioEncoder):
             x = x + blk(x)
         x = torch.nn.functional.silu(x)
         centre = x[:, :, (x.shape[-1] * 5) // 7]  # the frame's own time (200 of 280 ms into the window)
-        mouth = self.head(torch.cat([x.mean(dim=-1), centre], dim=-1))
-        tok = self.proj(self.pool(x).transpose(1, 2)) + self.mouth_embed(mouth)[:, None]
-        return self.norm(tok).reshape(b, f, self.config.tokens_per_frame, -1), mouth.reshape(b, f, MOUTH_PARAMS)
+        mouth = self.head(torch.cat([x.mean(dim=-1), centre], dim=-1)).reshape(b, f, MOUTH_PARAMS)
+        if self.config.mouth_only:
+            return self.tokens_from_mouth(mouth), mouth
+        tok = self.proj(self.pool(x).transpose(1, 2)) + self.mouth_embed(mouth.flatten(0, 1))[:, None]
+        return self.norm(tok).reshape(b, f, self.config.tokens_per_frame, -1), mouth
+
+    def tokens_from_mouth(self, mouth: torch.Tensor) -> torch.Tensor:
+        """``mouth_only``: mouth parameters (B, F, 4) -> tokens (B, F, tokens_per_frame, dim)."""
+        b, f = mouth.shape[:2]
+        n = self.config.tokens_per_frame
+        tok = self.mouth_embed(mouth)[:, :, None] + self.mouth_tokens(mouth).reshape(b, f, n, -1)
+        return self.norm(tok)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.features(audio)[0]

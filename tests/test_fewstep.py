@@ -130,3 +130,28 @@ def test_mouth_film_starts_as_the_model_it_extends_and_reads_the_mouth(tmp_path)
     train_fewstep(film.train(), latents, tc, str(tmp_path / "film"), lambda s, d: losses.append(d))
     assert len(losses) == 2 and all(np.isfinite(d["loss"]) and d["pix"] > 0 for d in losses)
     assert load_checkpoint(str(tmp_path / "film")).config.mouth_film
+
+
+def test_mouth_only_tokens_carry_the_mouth_parameters_alone(tmp_path) -> None:  # noqa: ANN001
+    """mouth_only: the tokens are a function of the head's four predicted parameters only (two
+    audio windows that predict the same parameters give the same tokens); training with the audio
+    frozen, truth forcing and parameter noise changes the token embedding and nothing of the head."""
+    cfg = AudioEncoderConfig(kind="mouth", n_mels=16, hidden=16, tokens_per_frame=2, mouth_only=True)
+    torch.manual_seed(0)
+    enc = MouthAudioEncoder(cfg, 24)
+    torch.nn.init.normal_(enc.mouth_tokens[2].weight)
+    audio = torch.randn(2, 3, 4480) * 0.1
+    tokens, mouth = enc.features(audio)
+    assert tokens.shape == (2, 3, 2, 24)
+    torch.testing.assert_close(tokens, enc.tokens_from_mouth(mouth))
+    assert not torch.allclose(tokens[:, :, 0], tokens[:, :, 1])  # the tokens of a frame differ
+    config = dataclasses.replace(_config(), audio=cfg)
+    model = SayAnythingModel(config)
+    head = [p.clone() for p in model.audio_encoder.head.parameters()]
+    emb = model.audio_encoder.mouth_tokens[2].weight.clone()
+    latents = encode_latents(model, _chunkset(3, config))
+    tc = FewStepConfig(steps=2, batch_size=2, warmup=1, truth_mouth=0.5, mouth_noise=0.05, freeze_audio=True)
+    train_fewstep(model.train(), latents, tc, str(tmp_path / "mo"))
+    assert all(torch.equal(a, b) for a, b in zip(head, model.audio_encoder.head.parameters(), strict=True))
+    assert not torch.equal(emb, model.audio_encoder.mouth_tokens[2].weight)
+    assert load_checkpoint(str(tmp_path / "mo")).config.audio.mouth_only

@@ -64,6 +64,10 @@ class AudioEncoderConfig:
     hidden: int = 256
     tokens_per_frame: int = 4
     whisper_path: str = ""
+    # ``mouth`` only: the tokens carry the predicted mouth parameters alone (embedded per frame),
+    # not the trunk's features, so the denoiser cannot lean on cues of the training voices and
+    # language: what reaches it is what the head predicts, which holds on unseen languages
+    mouth_only: bool = False
 
 
 @dataclass(frozen=True)

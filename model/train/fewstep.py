@@ -109,6 +109,12 @@ class FewStepConfig:
     # mouth_film models: the share of samples whose FiLM is given the true mouth parameters
     # instead of the audio head's prediction, so the UNet learns to follow them exactly
     truth_mouth: float = 0.0
+    # Gaussian noise added to the mouth parameters the denoiser is given (mouth_film or
+    # mouth_only): the head's errors on unseen voices, which training on its own voices never shows
+    mouth_noise: float = 0.0
+    # keep the audio encoder's trunk and head as they are (pre-trained on many languages; the
+    # video clips speak a few English voices only); the mouth_only token embedding still trains
+    freeze_audio: bool = False
     # weight of an L1 loss in pixels on the mask's box (both latents through the frozen decoder)
     pixel_weight: float = 0.0
     # weight of a loss on frame-to-frame latent differences in the mask (the motion, without the
@@ -178,9 +184,15 @@ class _Step(nn.Module):
         if isinstance(enc, MouthAudioEncoder):
             tokens, pred_mouth = enc.features(b["audio"])
             aux = mouth_loss(pred_mouth[known], mouth[known]) if bool(known.any()) else pred_mouth.sum() * 0
-            if model.config.mouth_film:
+            if model.config.mouth_film or enc.config.mouth_only:
                 f = forced.reshape(-1, 1, 1) * known[..., None]
-                film = f * torch.nan_to_num(mouth) + (1 - f) * pred_mouth
+                given = pred_mouth.detach() if tc.freeze_audio else pred_mouth
+                given = f * torch.nan_to_num(mouth) + (1 - f) * given
+                if tc.mouth_noise > 0:
+                    given = given + tc.mouth_noise * torch.randn_like(given)
+                film = given if model.config.mouth_film else None
+                if enc.config.mouth_only:
+                    tokens = enc.tokens_from_mouth(given)
         else:
             tokens, aux = enc(b["audio"]), torch.zeros((), device=x0.device)
         cond = Conditions(b["masked"], mlat, tokens, model.id_guider(b["reference"]), film)
@@ -260,7 +272,13 @@ def train_fewstep(
     model.vae.requires_grad_(False)
     if tc.grad_checkpoint:
         model.unet.enable_gradient_checkpointing()
-    audio_params = list(model.audio_encoder.parameters())
+    if tc.freeze_audio:
+        enc = model.audio_encoder
+        enc.requires_grad_(False)
+        for name in ("mouth_tokens", "mouth_embed", "norm"):
+            if hasattr(enc, name):
+                getattr(enc, name).requires_grad_(True)
+    audio_params = [p for p in model.audio_encoder.parameters() if p.requires_grad]
     other = [p for n, p in model.named_parameters() if not n.startswith(("vae.", "audio_encoder.")) and p.requires_grad]
     opt = torch.optim.AdamW(
         [{"params": other, "lr": tc.lr}, {"params": audio_params, "lr": tc.audio_lr}], weight_decay=1e-4

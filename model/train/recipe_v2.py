@@ -51,15 +51,20 @@ def initial_model(audio_dir: str, base: str = V1) -> SayAnythingModel:
     return model.float()
 
 
-def film_model(init: str) -> SayAnythingModel:
-    """A ``mouth_film`` model started from a trained ``mouth`` checkpoint (``--init``): every
-    weight carried over, the new zero-initialised FiLM embedding added (so it starts as ``init``)."""
+def converted_model(init: str, film: bool = True, mouth_only: bool = False) -> SayAnythingModel:
+    """A model started from a trained ``mouth`` checkpoint (``--init``) with what it lacks added:
+    the per-frame mouth FiLM (``film``) and the mouth-only tokens (``mouth_only``). Every weight
+    carries over; the new parts start at zero, so the converted model starts close to ``init``
+    (exactly ``init`` for the FiLM; for ``mouth_only`` the tokens lose the trunk-feature part)."""
     old = load_checkpoint(init)
     if old.config.audio.kind != "mouth":
-        raise SystemExit(f"--init {init}: needs a checkpoint with the 'mouth' audio encoder (a v2 model)")
-    model = SayAnythingModel(dataclasses.replace(old.config, mouth_film=True))
+        raise SystemExit(f"--film-from {init}: needs a checkpoint with the 'mouth' audio encoder (a v2 model)")
+    audio = dataclasses.replace(old.config.audio, mouth_only=old.config.audio.mouth_only or mouth_only)
+    config = dataclasses.replace(old.config, mouth_film=old.config.mouth_film or film, audio=audio)
+    model = SayAnythingModel(config)
     missing, unexpected = model.load_state_dict(old.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith("unet.mouth_embedding.") for k in missing), (missing, unexpected)
+    new = ("unet.mouth_embedding.", "audio_encoder.mouth_tokens.")
+    assert not unexpected and all(k.startswith(new) for k in missing), (missing, unexpected)
     return model.float()
 
 
@@ -79,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: start from this trained v2 checkpoint, add the per-frame mouth FiLM and train that "
         "(no audio pre-training)",
     )
+    ap.add_argument(
+        "--mouth-only",
+        action="store_true",
+        help="--film-from: the denoiser's audio tokens carry the predicted mouth parameters only",
+    )
+    ap.add_argument("--no-film", action="store_true", help="--film-from: do not add the per-frame mouth FiLM")
+    ap.add_argument("--mouth-noise", type=float, default=0.0, help="noise on the mouth parameters given")
+    ap.add_argument("--freeze-audio", action="store_true", help="keep the pre-trained audio trunk and head fixed")
+    ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--truth-mouth", type=float, default=0.5, help="--film-from: share of truth-forced FiLM inputs")
     ap.add_argument("--pixel-weight", type=float, default=0.0, help="weight of the pixel L1 on the mask box")
     ap.add_argument("--delta-weight", type=float, default=0.0, help="weight of the frame-to-frame difference loss")
@@ -87,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     audio_dir = os.path.join(args.out, "audio")
     if args.film_from:
-        film = load_checkpoint(args.film_from)
-        model = film.float() if film.config.mouth_film else film_model(args.film_from)
+        model = converted_model(args.film_from, film=not args.no_film, mouth_only=args.mouth_only)
     else:
         if not os.path.isfile(os.path.join(audio_dir, "audio_encoder.pt")):
             report = audio_train.run(
@@ -118,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         truth_mouth=args.truth_mouth if args.film_from else 0.0,
         pixel_weight=args.pixel_weight,
         delta_weight=args.delta_weight,
+        mouth_noise=args.mouth_noise,
+        freeze_audio=args.freeze_audio,
+        lr=args.lr,
     )
 
     def progress(step: int, losses: dict[str, float]) -> None:
