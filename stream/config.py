@@ -77,6 +77,10 @@ class ModelConfig:
     # "box": decode only the latent box around the mask (faster); "full": the whole latent (the
     # decoder's normalisations then see what they saw in training: measured a little better)
     decode: Literal["box", "full"] = "box"
+    # "reference": every generated mouth gets the reference crop's difference from the model's
+    # rendering of it at rest added, so the mask shows the person's own colours and texture with
+    # the model's mouth change on top (at rest: the reference itself); "model": the model's pixels
+    texture: Literal["model", "reference"] = "model"
     # torch.compile the UNet; "reduce-overhead" also captures CUDA graphs
     compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
     seed: int = 0

@@ -16,7 +16,7 @@ import math
 import os
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -317,13 +317,14 @@ class FaceCropper:
             np.minimum(mask, 1.0, out=mask)  # the blur's rounding can leave 1 + 1e-7
         return mask
 
-    def paste(self, image: np.ndarray, crop: np.ndarray, mask: np.ndarray, face: FaceState) -> np.ndarray:
-        """Blend ``crop`` into a copy of ``image`` where ``mask`` > 0. Pixels whose pasted mask
-        is 0 are returned bit-exact."""
+    def _roi(
+        self, image: np.ndarray, mask: np.ndarray, face: FaceState
+    ) -> tuple[int, int, int, int, np.ndarray] | None:
+        """The frame box the mask touches, and the 2x3 map from that box's pixels to crop pixels."""
         h, w = image.shape[:2]
         ys, xs = np.nonzero(mask)
         if xs.size == 0:
-            return image.copy()
+            return None
         # only the mask's bounding box (in frame pixels) is touched
         inv = cv2.invertAffineTransform(face.affine(self.size_px))
         bx = np.array(
@@ -334,18 +335,64 @@ class FaceCropper:
         x0, y0 = np.floor(corners.min(0)).astype(int) - 1
         x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        out = image.copy()
         if x1 <= x0 or y1 <= y0:
-            return out
+            return None
         roi_inv = inv.copy()
         roi_inv[:, 2] -= (x0, y0)
-        roi_m = cv2.invertAffineTransform(roi_inv)
-        size = (x1 - x0, y1 - y0)
+        return x0, y0, x1, y1, cv2.invertAffineTransform(roi_inv)
+
+    def paste(self, image: np.ndarray, crop: np.ndarray, mask: np.ndarray, face: FaceState) -> np.ndarray:
+        """Blend ``crop`` into a copy of ``image`` where ``mask`` > 0. Pixels whose pasted mask
+        is 0 are returned bit-exact."""
+        return self._blend(image, mask, face, lambda roi_m, size: self._warp(crop, roi_m, size).astype(np.float32))
+
+    def paste_relative(
+        self,
+        image: np.ndarray,
+        delta: np.ndarray,
+        mask: np.ndarray,
+        face: FaceState,
+        ref_image: np.ndarray,
+        ref_face: FaceState,
+    ) -> np.ndarray:
+        """Like :meth:`paste`, but what is blended in is the reference frame at full resolution
+        (mapped onto this frame through both faces' crops) plus ``delta`` (signed crop pixels: the
+        model's change from its rendering of the reference), so the mask keeps the person's own
+        colours and texture and takes the mouth's motion from the model."""
+        to_ref = cv2.invertAffineTransform(ref_face.affine(self.size_px))
+
+        def source(roi_m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+            # ROI pixels -> crop pixels (roi_m) -> reference frame pixels (to_ref)
+            m = to_ref[:, :2] @ roi_m
+            m[:, 2] += to_ref[:, 2]
+            ref = self._warp(ref_image, m, size).astype(np.float32)
+            return ref + self._warp(delta.astype(np.float32), roi_m, size)
+
+        return self._blend(image, mask, face, source)
+
+    @staticmethod
+    def _warp(src: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        gen = cv2.warpAffine(crop, roi_m, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        return np.asarray(cv2.warpAffine(src, m, size, flags=flags, borderMode=cv2.BORDER_REPLICATE))
+
+    def _blend(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        face: FaceState,
+        source: Callable[[np.ndarray, tuple[int, int]], np.ndarray],
+    ) -> np.ndarray:
+        out = image.copy()
+        box = self._roi(image, mask, face)
+        if box is None:
+            return out
+        x0, y0, x1, y1, roi_m = box
+        size = (x1 - x0, y1 - y0)
+        gen = source(roi_m, size)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         alpha = cv2.warpAffine(mask, roi_m, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         roi = out[y0:y1, x0:x1]
         a = alpha[..., None]
-        blended = roi.astype(np.float32) + a * (gen.astype(np.float32) - roi.astype(np.float32))
+        blended = roi.astype(np.float32) + a * (gen - roi.astype(np.float32))
         out[y0:y1, x0:x1] = np.where(a > 0, np.clip(np.rint(blended), 0, 255), roi).astype(np.uint8)
         return out

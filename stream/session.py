@@ -29,6 +29,7 @@ from stream.playout import DegradeLadder
 from stream.vad import Vad
 from stream.worker import JobResult, LipSyncModel, ModelChunk, ModelWorker
 
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601 luma weights
 log = logging.getLogger(__name__)
 
 
@@ -111,6 +112,10 @@ class LipSyncSession:
         self._finished = False
         self._reference: Any = None
         self._rest_crop: np.ndarray | None = None
+        # model.texture = "reference": the reference frame, its face, and the model's rendering of
+        # its crop at rest (what a generated crop is taken relative to)
+        self._ref_frame: tuple[np.ndarray, FaceState] | None = None
+        self._rest_render: np.ndarray | None = None
         self._rest_job: cf.Future[JobResult] | None = None
         self._last_good: tuple[int, np.ndarray] | None = None  # (frame index, crop)
         self._silenced: list[tuple[float, float]] = []  # media-time spans cut by interrupt()
@@ -135,6 +140,7 @@ class LipSyncSession:
             slot.mask = self.cropper.mouth_mask(face)
             if self._reference is None:
                 self._set_reference(slot.crop, slot.mask)
+                self._ref_frame = (img.copy(), face)
         t2 = time.perf_counter()
         self.stats.stage_ms["face"] += (t1 - t0) * 1000
         self.stats.stage_ms["crop"] += (t2 - t1) * 1000
@@ -187,7 +193,7 @@ class LipSyncSession:
         if job is not None and job.done():
             self._rest_job = None
             if job.exception() is None:
-                self._rest_crop = job.result().frames[0]
+                self._rest_crop = self._rest_render = job.result().frames[0]
         return self._rest_crop
 
     # -- chunks --------------------------------------------------------------------
@@ -316,7 +322,13 @@ class LipSyncSession:
             image = frame.image
         else:
             t0 = time.perf_counter()
-            image = self.cropper.paste(frame.image, crop, slot.mask, slot.face)
+            if self.config.model.texture == "reference" and self._rest_render is not None and self._ref_frame:
+                delta = crop.astype(np.float32) - self._rest_render.astype(np.float32)
+                # brightness only: the model's colours are its training characters', not this person's
+                delta = np.repeat(delta @ LUMA[:, None], 3, axis=-1)
+                image = self.cropper.paste_relative(frame.image, delta, slot.mask, slot.face, *self._ref_frame)
+            else:
+                image = self.cropper.paste(frame.image, crop, slot.mask, slot.face)
             self.stats.stage_ms["paste"] += (time.perf_counter() - t0) * 1000
         setattr(self.stats, kind.value, getattr(self.stats, kind.value) + 1)
         out = OutputFrame(VideoFrame(image, frame.pts, frame.time_base), kind, slot.deadline_s, now, late, sw > 0)

@@ -229,6 +229,36 @@ def test_paste_with_an_empty_mask_is_a_copy(frames: list[np.ndarray], face: Face
     assert out is not frames[0] and np.array_equal(out, frames[0])
 
 
+def test_paste_relative_keeps_the_reference_at_full_resolution_and_adds_the_delta(
+    frames: list[np.ndarray], face: FaceState
+) -> None:
+    """model.texture = "reference": with a zero delta, pasting relative to this same frame gives
+    the frame back (no pass through the low-resolution crop: the 64 px round trip of ``paste``
+    loses far more); a delta shifts the mask region by it and leaves the rest bit-exact; a
+    reference whose face sits elsewhere is mapped through both faces' crops."""
+    img = frames[0]
+    cropper = FaceCropper(FaceConfig(), 64)
+    mask = cropper.mouth_mask(face)
+    zero = np.zeros((64, 64, 3), np.float32)
+    same = cropper.paste_relative(img, zero, mask, face, img, face)
+    assert np.abs(same.astype(int) - img.astype(int)).max() <= 1
+    low = cropper.paste(img, cropper.crop(img, face), mask, face)
+    assert np.abs(low.astype(int) - img.astype(int)).mean() > 10 * max(
+        np.abs(same.astype(int) - img.astype(int)).mean(), 1e-3
+    )
+    dark = cropper.paste_relative(img, zero - 40.0, mask, face, img, face)
+    alpha = cropper.paste(np.zeros_like(img), np.full((64, 64, 3), 255, np.uint8), mask, face)[..., 0]
+    core, outside = alpha == 255, alpha == 0
+    assert np.array_equal(dark[outside], img[outside])
+    lowered = img[core].astype(int) - dark[core].astype(int)
+    assert np.median(lowered) == 40
+    # the same face 30 px to the right in a shifted reference frame maps back onto this frame
+    shifted = np.roll(img, 30, axis=1)
+    moved = FaceState((face.center[0] + 30, face.center[1]), face.side_px, face.angle_rad, face.keypoints + (30, 0))
+    back = cropper.paste_relative(img, zero, mask, face, shifted, moved)
+    assert np.abs(back[core].astype(int) - img[core].astype(int)).max() <= 1
+
+
 # -- selection and loss ------------------------------------------------------------------------
 BOXES = [(20.0, 200.0, 100.0, 280.0), (250.0, 100.0, 450.0, 300.0), (480.0, 50.0, 620.0, 190.0)]
 

@@ -323,6 +323,43 @@ def test_silence_gets_no_model_calls_and_a_still_mouth() -> None:
     assert not np.array_equal(video[frame_index(1.0)].image[core], video[frame_index(1.04)].image[core])
 
 
+def test_texture_reference_shows_the_reference_frame_at_rest_and_the_models_brightness_change_in_speech() -> None:
+    """model.texture = "reference": in silence the mouth is the reference frame's own pixels, at
+    full resolution; in speech it is those pixels plus the model's change from its rest rendering,
+    in brightness only (the same in every colour channel)."""
+    clock = VirtualClock()
+    n = 80
+    segs = [(0.2, 0.8), (2.4, 3.0)]
+
+    class RedMarker(MarkerModel):  # the marker's level in the red channel only
+        def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+            out = super().generate(chunk, reference, steps)
+            out[..., 1:][chunk.masks > 0] = 40
+            return out
+
+    model = RedMarker(clock=clock)
+    video = moving_frames(n)
+    cfg = dataclasses.replace(Config(), model=dataclasses.replace(Config().model, texture="reference"))
+    run = run_live(model, clock, video, ramp_audio(n / FPS, 0.15, 0.15), segs, cfg)  # the marker at ~125 in speech
+    core, _ = mouth_regions(run)
+    ref = video[0].image[core].astype(int)
+    deep = [o for o in run.frames if 1.0 <= o.frame.time_s <= 2.2]
+    assert deep and all(o.kind is FrameKind.REST for o in deep)
+    for o in deep:
+        assert np.abs(o.frame.image[core].astype(int) - ref).max() <= 1
+    spoken = [o for o in run.frames if o.kind is FrameKind.GENERATED and 0.4 <= o.frame.time_s <= 0.6]
+    assert spoken
+    for o in spoken:
+        out = o.frame.image[core].astype(int)
+        d = out - ref
+        unclipped = (out < 255).all(1)
+        assert unclipped.sum() > 20
+        # red up by (level - 40) in the model's crop: every channel up by its luma share, 0.299 of it
+        level = MarkerModel.level(np.full(4480, 0.15 / np.sqrt(2), np.float32))
+        assert abs(np.median(d[unclipped]) - 0.299 * (level - 40)) <= 3
+        assert np.abs(d[unclipped] - d[unclipped].mean(axis=1, keepdims=True)).max() <= 2
+
+
 # -- (5) seams ------------------------------------------------------------------------------
 def _seam_steps(run: Run) -> tuple[list[float], list[float]]:
     """Frame-to-frame mouth steps at chunk boundaries and strictly inside single chunks.

@@ -190,3 +190,81 @@ def summarise(scores: list[ClipScores]) -> dict[str, float]:
         out[m] = float(np.nanmean(vals))
         out[f"{m}_std"] = float(np.nanstd(vals))
     return out
+
+
+# -- photographs: colour and sharpness of the repainted region ---------------------------------
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """uint8 sRGB (..., 3) -> CIELAB (D65), float64."""
+    c = rgb.astype(np.float64) / 255.0
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    m = np.array(
+        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
+    )
+    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def laplacian(grey: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return np.asarray(cv2.Laplacian(grey.astype(np.float64), cv2.CV_64F, ksize=1))
+
+
+def frame_mask(image: np.ndarray, config: Any, size_px: int) -> np.ndarray:
+    """The engine's mouth mask on a still ``image``, in frame pixels, float in [0, 1]: the face
+    tracker and cropper of a session, and the mask pasted back as the engine pastes a crop."""
+    from stream.face import FaceCropper, FaceTracker
+
+    tracker, cropper = FaceTracker(config.face), FaceCropper(config.face, size_px)
+    try:
+        face = None
+        for _ in range(10):  # let the tracker's filter settle on the still
+            face = tracker.update(image) or face
+    finally:
+        tracker.close()
+    if face is None:
+        from stream.errors import InputError
+
+        raise InputError("no face found in the portrait: use a photograph with one frontal face")
+    ones = np.full((size_px, size_px, 3), 255, np.uint8)
+    pasted = cropper.paste(np.zeros_like(image), ones, cropper.mouth_mask(face), face)
+    return pasted[..., 0].astype(np.float32) / 255.0
+
+
+def portrait_scores(image: np.ndarray, clips: list[Clip], config: Any, model: Any) -> dict[str, float]:
+    """A still photograph animated by each clip's speech through the real engine. Per clip:
+    the mean CIELAB delta-E between output and input over the mask (pixels where the mask is at
+    least 0.5) in silence frames (no speech within 2 frames, where the mouth should be the
+    photo's), and the variance of the Laplacian over the mask's core (mask 1, one pixel in from its
+    edge, so the blend into the input does not count) relative to the same pixels of the input,
+    over all frames. Returns the means and spreads over clips."""
+    import cv2
+
+    mask = frame_mask(image, config, model.resolution_px)
+    region = mask >= 0.5
+    core = cv2.erode((mask >= 0.999).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    lab_in = srgb_to_lab(image)[region]
+    grey = lambda im: im.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # noqa: E731
+    lap_in = float(laplacian(grey(image))[core].var())
+    des, sharp = [], []
+    for clip in clips:
+        frames = np.repeat(image[None], len(clip.mouth), axis=0)
+        out, _ = engine_output(clip, frames, config, model)
+        sp = clip.speech[: len(out)].astype(bool)
+        near = np.convolve(sp.astype(float), np.ones(5), mode="same") > 0
+        silent = np.flatnonzero(~near)
+        if silent.size:
+            des.append(
+                float(np.mean([np.linalg.norm(srgb_to_lab(out[i])[region] - lab_in, axis=-1).mean() for i in silent]))
+            )
+        sharp.append(float(np.mean([laplacian(grey(f))[core].var() for f in out]) / max(lap_in, 1e-9)))
+    return {
+        "delta_e": float(np.mean(des)),
+        "delta_e_std": float(np.std(des)),
+        "laplacian_ratio": float(np.mean(sharp)),
+        "laplacian_ratio_std": float(np.std(sharp)),
+        "clips": len(clips),
+        "silence_clips": len(des),
+        "mask_px": int(region.sum()),
+    }
