@@ -1,0 +1,82 @@
+"""Where the openness is lost: the model's rendering with the audio head's mouth parameters
+against the same model given the true ones (mouth_only checkpoints).
+
+    python benchmarks/render_fidelity.py --checkpoint model/weights/tiny --split test_languages --clips 3
+
+Each held-out clip runs through the real engine twice. The first run is as shipped. In the
+second, the audio encoder's predicted parameters are replaced by the clip's truth for the
+chunk's frames, and nothing else changes. Each run's openness correlation against the truth is
+printed. If the truth-forced figure is no better, the rendering is the limit, not the audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from model.checkpoint import load_checkpoint  # noqa: E402
+from model.conditioning import MouthAudioEncoder  # noqa: E402
+from model.pipeline import SayAnythingPipeline  # noqa: E402
+from model.train.evaluate import engine_output, read_openness  # noqa: E402
+from model.train.speech import ESpeak  # noqa: E402
+from model.train.synth import FPS, make_clip, rerender  # noqa: E402
+from stream.config import load  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--split", default="test_languages", choices=("test", "test_languages", "test_engines"))
+    ap.add_argument("--clips", type=int, default=3)
+    args = ap.parse_args()
+    cfg = load(None, ["model.steps=1"])
+    pipe = SayAnythingPipeline.from_config(load_checkpoint(args.checkpoint), cfg.model)
+    enc = pipe.model.audio_encoder
+    if not (isinstance(enc, MouthAudioEncoder) and enc.config.mouth_only):
+        raise SystemExit(f"--checkpoint {args.checkpoint}: needs a mouth_only model (v2.2 or later)")
+    features = enc.features
+    state: dict[str, np.ndarray | None] = {"truth": None, "times": None}
+    generate = pipe.generate
+
+    def remember_times(chunk, ref, steps):  # noqa: ANN001, ANN202
+        state["times"] = np.asarray(chunk.times_s)
+        return generate(chunk, ref, steps)
+
+    def forced(audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, mouth = features(audio)
+        truth, times = state["truth"], state["times"]
+        if truth is None or times is None:
+            return tokens, mouth
+        idx = np.clip(np.round(times * FPS).astype(int), 0, len(truth) - 1)
+        m = torch.from_numpy(truth[idx]).to(mouth.dtype)[None]
+        return enc.tokens_from_mouth(m), m
+
+    pipe.generate = remember_times  # type: ignore[method-assign]
+    enc.features = forced  # type: ignore[method-assign]
+    engine = None if args.split == "test_engines" else ESpeak()
+    rows = []
+    for i in range(args.clips):
+        clip = make_clip(10_000 + i, args.split, engine)
+        inp = rerender(clip, make_clip(20_000 + i, "test", ESpeak()).mouth)
+        got = []
+        for truth in (None, clip.mouth.astype(np.float32)):
+            state["truth"] = truth
+            pipe._last_encoded = None  # the two runs share no latents
+            out, _ = engine_output(clip, inp, cfg, pipe)
+            opened = read_openness(out, clip)
+            got.append(float(np.corrcoef(opened, clip.mouth[: len(opened), 0])[0, 1]))
+        rows.append(got)
+        print(f"{args.split} clip {i} ({clip.voice}): from the audio {got[0]:.3f}, given the truth {got[1]:.3f}")
+    a = np.array(rows)
+    print(f"mean: from the audio {a[:, 0].mean():.3f}, given the truth {a[:, 1].mean():.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
