@@ -590,6 +590,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from model.train.synth import make_clip
 
     cfg = _config(args)
+    if args.portrait is not None:
+        from stream.sources.file import probe_video
+
+        args.portrait = args.portrait or [asset("sample_face.mp4")]
+        for path in args.portrait:
+            probe_video(path)  # a missing or unreadable photo: one line, before the model loads
     net = load_checkpoint(args.checkpoint)
     mc = cfg.model
     pipe = SayAnythingPipeline.from_config(net, mc, guidance=args.guidance)
@@ -649,11 +655,9 @@ def _eval_portraits(args: argparse.Namespace, cfg: Config, pipe: Any, clips: lis
     import json
 
     from model.train.evaluate import portrait_scores
-    from stream.sources.file import decode_video, probe_video
+    from stream.sources.file import decode_video
 
-    paths = args.portrait or [asset("sample_face.mp4")]
-    for path in paths:
-        probe_video(path)  # a one-line error for a missing or unreadable photo, before any work
+    paths = args.portrait
     res = {}
     print(f"{len(clips)} held-out English utterances per photograph, {args.steps} steps; mean +- std over utterances")
     for path in paths:

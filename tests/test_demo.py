@@ -43,3 +43,11 @@ def test_demo_refuses_image_and_video_together(tmp_path, capsys) -> None:
     assert cli.main(["demo", "--image", image, "--video", image, "-o", str(tmp_path / "x.mp4")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--image or --video" in err[0]
+
+
+def test_eval_portrait_refuses_a_missing_photo_in_one_line_before_loading(tmp_path, capsys) -> None:
+    missing = str(tmp_path / "nobody.png")
+    # the checkpoint does not exist either: the photo is checked first, before any model loads
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "none"), "--portrait", missing]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and missing in err and "does not exist" in err
