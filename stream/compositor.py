@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601 luma weights of RGB
+
 
 def blend_outputs(outputs: list[tuple[np.ndarray, float]]) -> np.ndarray:
     """Weighted average of (crop, weight) pairs; weights are renormalised over those given."""

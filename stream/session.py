@@ -21,7 +21,7 @@ import numpy as np
 from stream.audio import AudioInput, AudioRing, sanitize
 from stream.chunker import Chunker, ChunkPlan, audio_windows
 from stream.clock import Clock
-from stream.compositor import blend_outputs, mix, speech_weight
+from stream.compositor import LUMA, blend_outputs, mix, speech_weight
 from stream.config import Config
 from stream.face import FaceCropper, FaceState, FaceTracker
 from stream.frames import AudioFrame, FrameKind, OutputAudio, OutputFrame, VideoFrame
@@ -29,7 +29,6 @@ from stream.playout import DegradeLadder
 from stream.vad import Vad
 from stream.worker import JobResult, LipSyncModel, ModelChunk, ModelWorker
 
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601 luma weights
 log = logging.getLogger(__name__)
 
 

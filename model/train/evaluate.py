@@ -26,6 +26,7 @@ import numpy as np
 
 from model.train.render import MouthShape, render_frame
 from model.train.synth import FPS, SAMPLE_RATE_HZ, Clip, rerender
+from stream.compositor import LUMA
 from stream.frames import AudioFrame, VideoFrame
 
 OPEN_GRID = np.linspace(0.0, 1.0, 21)
@@ -244,9 +245,16 @@ def portrait_scores(image: np.ndarray, clips: list[Clip], config: Any, model: An
     mask = frame_mask(image, config, model.resolution_px)
     region = mask >= 0.5
     core = cv2.erode((mask >= 0.999).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    lab_in = srgb_to_lab(image)[region]
-    grey = lambda im: im.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # noqa: E731
-    lap_in = float(laplacian(grey(image))[core].var())
+    lab_in = srgb_to_lab(image[region])
+    # the Laplacian of the core's box plus one pixel: at core pixels, the same as the whole frame's
+    ys, xs = np.nonzero(core)
+    box = (slice(max(ys.min() - 1, 0), ys.max() + 2), slice(max(xs.min() - 1, 0), xs.max() + 2))
+    core_box = core[box]
+
+    def sharpness(img: np.ndarray) -> float:
+        return float(laplacian(img[box].astype(np.float64) @ LUMA)[core_box].var())
+
+    lap_in = sharpness(image)
     des, sharp = [], []
     for clip in clips:
         frames = np.repeat(image[None], len(clip.mouth), axis=0)
@@ -256,9 +264,9 @@ def portrait_scores(image: np.ndarray, clips: list[Clip], config: Any, model: An
         silent = np.flatnonzero(~near)
         if silent.size:
             des.append(
-                float(np.mean([np.linalg.norm(srgb_to_lab(out[i])[region] - lab_in, axis=-1).mean() for i in silent]))
+                float(np.mean([np.linalg.norm(srgb_to_lab(out[i][region]) - lab_in, axis=-1).mean() for i in silent]))
             )
-        sharp.append(float(np.mean([laplacian(grey(f))[core].var() for f in out]) / max(lap_in, 1e-9)))
+        sharp.append(float(np.mean([sharpness(f) for f in out]) / max(lap_in, 1e-9)))
     return {
         "delta_e": float(np.mean(des)),
         "delta_e_std": float(np.std(des)),
