@@ -187,8 +187,12 @@ class LipSyncSession:
         )
         self._rest_job = self.worker.submit(chunk, self._reference, self.ladder.rung.steps)
 
-    def _rest(self) -> np.ndarray | None:
+    def _rest(self, wait: bool = False) -> np.ndarray | None:
+        """The mouth at rest; ``wait`` (offline): wait for the model's rest rendering instead of
+        showing the reference still until it is ready, so the output does not depend on timing."""
         job = self._rest_job
+        if job is not None and wait:
+            cf.wait([job])
         if job is not None and job.done():
             self._rest_job = None
             if job.exception() is None:
@@ -295,7 +299,7 @@ class LipSyncSession:
                 else:
                     failed = True
         self.stats.model_errors = self.worker.errors
-        rest = self._rest()
+        rest = self._rest(wait)
         assert slot.crop is not None and slot.mask is not None
         late = False
         if sw <= 0.0:

@@ -650,3 +650,39 @@ def test_offline_mode_waits_for_a_slow_model_instead_of_falling_back() -> None:
     assert not any(o.late for o in frames)
     assert len(model.calls) > 5
     assert any(o.emitted_at_s > o.deadline_s for o in frames)  # the model really was slower than D
+
+
+class SlowRestModel(MarkerModel):
+    """The first call (the session's rest mouth) takes 0.3 s of real time; the rest are instant."""
+
+    def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+        if not self.calls:
+            import time as _time
+
+            _time.sleep(0.3)
+        return super().generate(chunk, reference, steps)
+
+
+def test_offline_mode_waits_for_the_rest_mouth_so_the_output_does_not_depend_on_timing() -> None:
+    clock = ManualClock()
+    n = 30
+    model = SlowRestModel(clock=clock)
+    cfg = Config()
+    tracker = FaceTracker(cfg.face, FixedFaceDetector([BOX]))
+    session = LipSyncSession(cfg, model, clock, tracker=tracker, vad=ScriptedVad([(0.8, 1.0)]))
+    frames: list[OutputFrame] = []
+    try:
+        run_offline(session, interleave(moving_frames(n), loud_audio(n / FPS)), lambda fs, _a: frames.extend(fs))
+        face = session.tracker.state
+        assert face is not None
+        r = session.cropper.size_px
+        probe = session.cropper.paste(
+            np.zeros((H, W, 3), np.uint8), np.full((r, r, 3), 255, np.uint8), session.cropper.mouth_mask(face), face
+        )[..., 0]
+    finally:
+        session.close()
+    core = probe == 255
+    first = frames[0]
+    assert first.kind is FrameKind.REST
+    # the model's rest mouth (the marker's silent level, 40), not the reference crop shown until it is ready
+    assert np.abs(first.frame.image[core].astype(int) - 40).max() <= 1
