@@ -62,6 +62,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--minutes", type=float, default=12.0, help="enrol's budget (prepare + fine-tune + scoring)")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--parts", default="appearance", choices=("appearance", "all"), help="what enrol trains")
     ap.add_argument("--write", action="store_true", help="append the result to BENCHMARKS.md")
     args = ap.parse_args()
     clip = long_clip(args.seed, args.seconds)
@@ -69,7 +70,7 @@ def main() -> int:
     video = write_clip_video(clip, os.path.join(work, "me.mp4"))
     out = os.path.join(work, "me_model")
     t0 = time.perf_counter()
-    report = enrol(video, out, minutes=args.minutes, progress=print_progress)
+    report = enrol(video, out, minutes=args.minutes, progress=print_progress, parts=args.parts)
     wall = time.perf_counter() - t0
     start = int(round(report["held_out_from_s"] * FPS))
     held = tail(clip, start)
@@ -91,6 +92,8 @@ def main() -> int:
         "clip_s": round(clip.duration_s, 1),
         "held_out_s": round(held.duration_s, 1),
         "enrol_wall_min": round(wall / 60, 2),
+        "parts": args.parts,
+        "decoder_steps": report["decoder_steps"],
         "train_steps": report["train_steps"],
         "enrol_report": {"before": report["before"], "after": report["after"]},
         "held_out_dubbed": rows,
@@ -101,7 +104,10 @@ def main() -> int:
         json.dump(result, f, indent=1)
     if args.write:
         s, e = rows["shipped"], rows["enrolled"]
-        cmd = f"python benchmarks/enrol.py --seconds {args.seconds:g} --minutes {args.minutes:g} --seed {args.seed}"
+        cmd = (
+            f"python benchmarks/enrol.py --seconds {args.seconds:g} --minutes {args.minutes:g} --seed {args.seed} "
+            f"--parts {args.parts}"
+        )
         with open(os.path.join(ROOT, "BENCHMARKS.md"), "a") as f:
             f.write(
                 f"\n## Enrolment on 2 CPU cores (issue 12)\n\n`{cmd}` ({result['date']}, {result['machine']}): a "

@@ -503,7 +503,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         print(f"recorded {video}")
     elif not video:
         raise SayAnythingError("enrol needs --video ME.mp4, or --camera --mic to record one")
-    r = enrol(video, args.out, args.base or SHIPPED, args.minutes, progress=print_progress)
+    r = enrol(video, args.out, args.base or SHIPPED, args.minutes, progress=print_progress, parts=args.parts)
     b, a = r["before"], r["after"]
     print(
         f"wrote {args.out} in {r['minutes']:.1f} min ({r['train_steps']} steps on {r['train_chunks']} chunks); "
@@ -785,6 +785,12 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--out", required=True, metavar="DIR")
     en.add_argument("--minutes", type=float, default=10.0, help="time budget, preparation and scoring included")
     en.add_argument("--base", metavar="DIR", help="checkpoint to start from (default: the shipped tiny model)")
+    en.add_argument(
+        "--parts",
+        choices=["appearance", "all"],
+        default="appearance",
+        help="appearance: VAE decoder + ID-guider only (keeps lip sync); all: the UNet too",
+    )
     en.set_defaults(fn=cmd_enrol)
 
     tr = sub.add_parser("train", help="train the tiny model on synthetic characters, or any model on --data")

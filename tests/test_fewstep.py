@@ -155,3 +155,26 @@ def test_mouth_only_tokens_carry_the_mouth_parameters_alone(tmp_path) -> None:  
     assert all(torch.equal(a, b) for a, b in zip(head, model.audio_encoder.head.parameters(), strict=True))
     assert not torch.equal(emb, model.audio_encoder.mouth_tokens[2].weight)
     assert load_checkpoint(str(tmp_path / "mo")).config.audio.mouth_only
+
+
+def test_appearance_training_leaves_the_mouth_path_alone(tmp_path) -> None:  # noqa: ANN001
+    """Enrolment's parts: ``tune_decoder`` changes only the decoder and lowers its loss on the
+    chunks; ``train_only`` trains the ID-guider alone (UNet and audio encoder unchanged)."""
+    from model.train.fewstep import tune_decoder
+
+    config = _config()
+    torch.manual_seed(0)
+    model = SayAnythingModel(config)
+    chunks = _chunkset(2, config)
+    latents = encode_latents(model, chunks)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    losses: list[float] = []
+    steps = tune_decoder(model, chunks, latents, minutes=0.05, lr=1e-3, progress=lambda s, d: losses.append(d["loss"]))
+    assert steps >= 10 and np.mean(losses[-3:]) < np.mean(losses[:3])
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("vae.model.decoder.", "vae.model.post_quant_conv.")) for k in changed)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tc = FewStepConfig(steps=3, batch_size=2, warmup=1, save_every=10, train_only=("id_guider.",))
+    train_fewstep(model, latents, tc, str(tmp_path / "run"))
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("id_guider.") for k in changed)

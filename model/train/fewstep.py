@@ -124,6 +124,10 @@ class FewStepConfig:
     bf16: bool = False  # bfloat16 autocast (GPU training of the full model)
     grad_checkpoint: bool = False  # recompute UNet activations in the backward pass
     minutes: float = 0.0  # > 0: stop (and save) after this much wall-clock time
+    # non-empty: only the parameters whose names start with one of these train (the rest stay
+    # fixed); enrolment trains the ID-guider alone, which sees only the reference frame and so
+    # can adapt the appearance but cannot learn to read the mouth from the input video
+    train_only: tuple[str, ...] = ()
 
 
 def _sigmas(model: SayAnythingModel, n: int, tc: FewStepConfig, gen: torch.Generator) -> torch.Tensor:
@@ -278,6 +282,9 @@ def train_fewstep(
         for name in ("mouth_tokens", "mouth_embed", "norm"):
             if hasattr(enc, name):
                 getattr(enc, name).requires_grad_(True)
+    if tc.train_only:
+        for n, p in model.named_parameters():
+            p.requires_grad_(n.startswith(tc.train_only))
     audio_params = [p for p in model.audio_encoder.parameters() if p.requires_grad]
     other = [p for n, p in model.named_parameters() if not n.startswith(("vae.", "audio_encoder.")) and p.requires_grad]
     opt = torch.optim.AdamW(
@@ -390,3 +397,62 @@ def _save(model: SayAnythingModel, ema: SayAnythingModel, opt: torch.optim.Optim
     tmp = os.path.join(out, STATE + ".tmp")
     torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
     os.replace(tmp, os.path.join(out, STATE))
+
+
+def tune_decoder(
+    model: SayAnythingModel,
+    chunks: ChunkSet,
+    latents: LatentSet,
+    minutes: float,
+    lr: float = 2e-4,
+    outside: float = 0.05,
+    seed: int = 0,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> int:
+    """Fine-tune the VAE decoder (in place) to reconstruct ``chunks``' true frames from their
+    frozen-encoder latents (``latents.target``), for ``minutes`` of wall-clock time; return the
+    steps taken. Each step is one chunk decoded as the engine decodes it (the latent box of the
+    chunk's masks plus ``DECODE_MARGIN``), with an L1 loss in pixels weighted 1 in the mask and
+    ``outside`` elsewhere in the box. The decoder only turns latents into pixels, so it learns
+    the person's colours and texture and nothing about when the mouth opens."""
+    from model.pipeline import DECODE_MARGIN
+
+    vae = model.vae.model
+    params = [p for n, p in vae.named_parameters() if n.startswith(("decoder.", "post_quant_conv."))]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    dev = next(model.parameters()).device
+    model.vae.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    vae.decoder.train()
+    t0, step = time.monotonic(), 0
+    try:
+        while (time.monotonic() - t0) / 60 < minutes:
+            i = int(torch.randint(0, len(latents), (1,), generator=gen))
+            lat = torch.from_numpy(latents.target[i : i + 1]).float().to(dev)
+            mlat = latents.mask[i].astype(bool).any(axis=(0, 1))
+            rows, cols = np.nonzero(mlat.any(1))[0], np.nonzero(mlat.any(0))[0]
+            if rows.size == 0:
+                continue
+            h, w = mlat.shape
+            k = DECODE_MARGIN
+            y0, y1 = max(0, int(rows[0]) - k), min(h, int(rows[-1]) + 1 + k)
+            x0, x1 = max(0, int(cols[0]) - k), min(w, int(cols[-1]) + 1 + k)
+            f = chunks.frames.shape[-2] // w
+            px = (slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
+            target = _px(chunks.frames[i][:, px[0], px[1]])[None].to(dev)
+            m = torch.from_numpy(chunks.masks[i][:, px[0], px[1]]).float()[None, :, None].to(dev)
+            weight = outside + (1 - outside) * m
+            pred = model.vae.decode(lat[..., y0:y1, x0:x1].contiguous())
+            loss = (weight * (pred - target).abs()).sum() / (weight.sum() * 3)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if progress:
+                progress(step, {"loss": float(loss.detach())})
+    finally:
+        model.vae.requires_grad_(False)
+        model.vae.eval()
+    return step

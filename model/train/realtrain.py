@@ -32,7 +32,14 @@ import torch
 
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.network import SayAnythingModel
-from model.train.fewstep import FewStepConfig, LatentSet, encode_latents, stream_batches, train_fewstep
+from model.train.fewstep import (
+    FewStepConfig,
+    LatentSet,
+    encode_latents,
+    stream_batches,
+    train_fewstep,
+    tune_decoder,
+)
 from model.train.prepare import MANIFEST, PrepareConfig, Shard, load_manifest, mouth_darkness, prepare, shard_paths
 from model.train.shards import ShardStream
 from stream.errors import InputError
@@ -168,14 +175,26 @@ def enrol(
     minutes: float = 10.0,
     hold_out: float = 0.2,
     steps: int = 1,
-    lr: float = 1e-4,
+    lr: float | None = None,
     batch_size: int = 4,
     min_seconds: float = 10.0,
     progress: Callable[[str, float, float], None] | None = None,
+    parts: str = "appearance",
+    decoder_share: float = 0.5,
 ) -> dict[str, Any]:
     """Fine-tune ``base`` on one clip of the user within ``minutes`` (preparation included),
     holding out the last ``hold_out`` of the clip to report before/after scores. Writes the
-    checkpoint to ``out`` (via ``out.partial``, renamed when done) with ``enrol_report.json``."""
+    checkpoint to ``out`` (via ``out.partial``, renamed when done) with ``enrol_report.json``.
+
+    ``parts="appearance"`` (the default) trains only what cannot learn when the mouth opens:
+    the VAE decoder (``decoder_share`` of the training time, reconstructing the clip's frames)
+    and then the ID-guider (the denoising loss; it sees only the reference frame). The user's
+    clip shows the true mouth around the mask (jaw, cheeks, the mask's own shape from the
+    tracked mouth), so a denoiser fine-tuned on it learns to read the opening from the input
+    video instead of the audio, which a dubbed or re-voiced input then contradicts.
+    ``parts="all"`` fine-tunes the UNet and ID-guider as well (the audio path stays fixed)."""
+    if parts not in ("appearance", "all"):
+        raise InputError(f"enrol: parts must be 'appearance' or 'all', not {parts!r}")
     t0 = time.monotonic()
     if os.path.exists(os.path.join(out, "config.json")):
         raise InputError(f"enrol: {out} already holds a checkpoint: choose another --out or remove it")
@@ -211,17 +230,30 @@ def enrol(
         # leave room for scoring after training (about what scoring before took) and saving
         score_min = 1.5 * used / 2
         budget = max(0.5, minutes - used - score_min)
+        start = time.monotonic()
+        dec_steps = 0
+        if parts == "appearance":
+            dec_min = decoder_share * budget
+
+            def dec_progress(step: int, losses: dict[str, float]) -> None:
+                if progress and step % 50 == 0:
+                    el = time.monotonic() - start
+                    progress(f"decoder step {step} loss {losses['loss']:.4f}", el, max(0.0, budget * 60 - el))
+
+            dec_steps = tune_decoder(model, chunks.take(train_idx).chunks(), lat, dec_min, progress=dec_progress)
+            budget = max(0.25, budget - (time.monotonic() - start) / 60)
+            start = time.monotonic()
         tc = FewStepConfig(
             steps=100_000,
             batch_size=batch_size,
-            lr=lr,
+            lr=lr if lr is not None else (3e-4 if parts == "appearance" else 1e-4),
             audio_lr=0.0,  # the audio-to-mouth mapping stays the general one: only appearance adapts
             warmup=20,
             ema_decay=0.99,
             save_every=10**9,
             minutes=budget,
+            train_only=("id_guider.",) if parts == "appearance" else (),
         )
-        start = time.monotonic()
 
         def step_progress(step: int, losses: dict[str, float]) -> None:
             if progress and step % 10 == 0:
@@ -238,6 +270,8 @@ def enrol(
             "train_chunks": int(len(train_idx)),
             "held_out_chunks": int(len(test_idx)),
             "held_out_from_s": round(cut, 2),
+            "parts": parts,
+            "decoder_steps": dec_steps,
             "train_steps": _steps_done(os.path.join(work, "train")),
             "minutes": round((time.monotonic() - t0) / 60, 2),
             "before": before,
