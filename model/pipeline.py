@@ -24,6 +24,24 @@ log = logging.getLogger(__name__)
 
 # latent pixels decoded around the mask's box: the decoder's convolutions see this much context
 DECODE_MARGIN = 2
+
+
+def latent_box(mask: torch.Tensor, margin: int = DECODE_MARGIN) -> tuple[int, int, int, int] | None:
+    """The box (y0, y1, x0, x1) holding the nonzero pixels of a (h, w) latent mask, grown by
+    ``margin`` and clipped to the latent; None for an empty mask. What the engine decodes, and
+    so what training that goes through the decoder decodes too."""
+    rows, cols = torch.nonzero(mask.sum(1)).flatten(), torch.nonzero(mask.sum(0)).flatten()
+    if rows.numel() == 0:
+        return None
+    h, w = mask.shape
+    return (
+        max(0, int(rows[0]) - margin),
+        min(h, int(rows[-1]) + 1 + margin),
+        max(0, int(cols[0]) - margin),
+        min(w, int(cols[-1]) + 1 + margin),
+    )
+
+
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 RUNTIMES = ("auto", "torch", "openvino")
@@ -185,13 +203,11 @@ class SayAnythingPipeline:
             x = self.sampler.step(d.float(), i, x, gen)
         out = frames.clone()
         lat = cond.mask_latent.amax(dim=(0, 1, 2))  # (h, w): any frame's mask
-        rows, cols = torch.nonzero(lat.sum(1)).flatten(), torch.nonzero(lat.sum(0)).flatten()
-        if rows.numel() == 0:
-            return out
         h, w = lat.shape
-        k = DECODE_MARGIN if self.decode_box else max(h, w)
-        y0, y1 = max(0, int(rows[0]) - k), min(h, int(rows[-1]) + 1 + k)
-        x0, x1 = max(0, int(cols[0]) - k), min(w, int(cols[-1]) + 1 + k)
+        found = latent_box(lat, DECODE_MARGIN if self.decode_box else max(h, w))
+        if found is None:
+            return out
+        y0, y1, x0, x1 = found
         f = frames.shape[-1] // w  # the VAE's down factor
         dec = self._decode(x[..., y0:y1, x0:x1].to(self.dtype).contiguous()).clamp(-1, 1)
         box = (..., slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))

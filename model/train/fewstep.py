@@ -371,16 +371,12 @@ def _log(out: str, rec: dict[str, float]) -> None:
 def _pixel_loss(model: SayAnythingModel, d: torch.Tensor, x0: torch.Tensor, mlat: torch.Tensor) -> torch.Tensor:
     """Mask-weighted L1 in pixels over the box holding the batch's masks (plus the decoder's
     margin), prediction and target through the same frozen decoder."""
-    from model.pipeline import DECODE_MARGIN
+    from model.pipeline import latent_box
 
-    lat = mlat.amax(dim=(0, 1, 2))
-    rows, cols = torch.nonzero(lat.sum(1)).flatten(), torch.nonzero(lat.sum(0)).flatten()
-    if rows.numel() == 0:
+    found = latent_box(mlat.amax(dim=(0, 1, 2)))
+    if found is None:
         return torch.zeros(())
-    h, w = lat.shape
-    k = DECODE_MARGIN
-    y0, y1 = max(0, int(rows[0]) - k), min(h, int(rows[-1]) + 1 + k)
-    x0_, x1 = max(0, int(cols[0]) - k), min(w, int(cols[-1]) + 1 + k)
+    y0, y1, x0_, x1 = found
     box = (..., slice(y0, y1), slice(x0_, x1))
     pred = model.vae.decode(d[box].contiguous())
     with torch.no_grad():
@@ -415,7 +411,7 @@ def tune_decoder(
     chunk's masks plus ``DECODE_MARGIN``), with an L1 loss in pixels weighted 1 in the mask and
     ``outside`` elsewhere in the box. The decoder only turns latents into pixels, so it learns
     the person's colours and texture and nothing about when the mouth opens."""
-    from model.pipeline import DECODE_MARGIN
+    from model.pipeline import latent_box
 
     vae = model.vae.model
     params = [p for n, p in vae.named_parameters() if n.startswith(("decoder.", "post_quant_conv."))]
@@ -431,15 +427,11 @@ def tune_decoder(
         while (time.monotonic() - t0) / 60 < minutes:
             i = int(torch.randint(0, len(latents), (1,), generator=gen))
             lat = torch.from_numpy(latents.target[i : i + 1]).float().to(dev)
-            mlat = latents.mask[i].astype(bool).any(axis=(0, 1))
-            rows, cols = np.nonzero(mlat.any(1))[0], np.nonzero(mlat.any(0))[0]
-            if rows.size == 0:
+            found = latent_box(torch.from_numpy(latents.mask[i]).amax(dim=(0, 1)))
+            if found is None:
                 continue
-            h, w = mlat.shape
-            k = DECODE_MARGIN
-            y0, y1 = max(0, int(rows[0]) - k), min(h, int(rows[-1]) + 1 + k)
-            x0, x1 = max(0, int(cols[0]) - k), min(w, int(cols[-1]) + 1 + k)
-            f = chunks.frames.shape[-2] // w
+            y0, y1, x0, x1 = found
+            f = chunks.frames.shape[-2] // latents.mask.shape[-1]
             px = (slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
             target = _px(chunks.frames[i][:, px[0], px[1]])[None].to(dev)
             m = torch.from_numpy(chunks.masks[i][:, px[0], px[1]]).float()[None, :, None].to(dev)

@@ -225,7 +225,8 @@ def enrol(
         if progress:
             progress("scoring the base model", time.monotonic() - t0, 0.0)
         before = held_out_scores(model, test, steps)
-        lat = encode_latents(model, chunks.take(train_idx).chunks())
+        train = chunks.take(train_idx).chunks()
+        lat = encode_latents(model, train)
         used = (time.monotonic() - t0) / 60
         # leave room for scoring after training (about what scoring before took) and saving
         score_min = 1.5 * used / 2
@@ -240,7 +241,7 @@ def enrol(
                     el = time.monotonic() - start
                     progress(f"decoder step {step} loss {losses['loss']:.4f}", el, max(0.0, budget * 60 - el))
 
-            dec_steps = tune_decoder(model, chunks.take(train_idx).chunks(), lat, dec_min, progress=dec_progress)
+            dec_steps = tune_decoder(model, train, lat, dec_min, progress=dec_progress)
             budget = max(0.25, budget - (time.monotonic() - start) / 60)
             start = time.monotonic()
         tc = FewStepConfig(
