@@ -178,3 +178,28 @@ def test_appearance_training_leaves_the_mouth_path_alone(tmp_path) -> None:  # n
     train_fewstep(model, latents, tc, str(tmp_path / "run"))
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("id_guider.") for k in changed)
+
+
+def test_swap_mouths_shows_another_moments_lower_face() -> None:
+    """Enrolment's denoiser inputs: each chunk's input takes another moment's lower face (at
+    least the gap away) and that moment's mask; outside the grown mask the input is the chunk's
+    own frame; targets, audio and reference are untouched."""
+    from model.train.realtrain import swap_mouths
+
+    R, L, n = 32, 2, 4
+    frames = np.zeros((n, L, R, R, 3), np.uint8)
+    masks = np.zeros((n, L, R, R), np.uint8)
+    for i in range(n):
+        frames[i] = 40 * i + 10
+        masks[i, :, 18 + i : 26, 10:22] = 1  # each moment's mask has its own shape
+    cs = ChunkSet(frames, frames.copy(), masks, np.zeros((n, L, 8), np.float16), frames[:, 0],
+                  np.zeros((n, L, 4), np.float32), np.ones((n, L), bool))  # fmt: skip
+    times = np.arange(n)[:, None] * 2.0 + np.arange(L)[None] / 25
+    out = swap_mouths(cs, times, seed=1, min_gap_s=3.0)
+    for i in range(n):
+        j = [k for k in range(n) if np.array_equal(out.masks[i], masks[k])]
+        assert j and abs(times[j[0], 0] - times[i, 0]) >= 3.0  # another moment's mask
+        inside = out.masks[i, 0] > 0
+        assert np.all(out.inputs[i, 0][inside] == frames[j[0], 0][inside])  # its lower face
+        assert np.all(out.inputs[i, 0][:8] == frames[i, 0][:8])  # the rest is the chunk's own
+    assert np.array_equal(out.frames, frames) and np.array_equal(out.reference, cs.reference)

@@ -32,6 +32,7 @@ import torch
 
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.network import SayAnythingModel
+from model.train.dataset import ChunkSet
 from model.train.fewstep import (
     FewStepConfig,
     LatentSet,
@@ -117,6 +118,41 @@ def train_on_data(
 
 
 # -- enrolment -----------------------------------------------------------------------------
+def swap_mouths(chunks: ChunkSet, times: np.ndarray, seed: int = 0, min_gap_s: float = 1.0) -> ChunkSet:
+    """The chunks with each one's input video showing the lower face of another moment of the
+    same clip (at least ``min_gap_s`` away), and that moment's mask: real video's stand-in for
+    the synthetic recipe's re-render with an unrelated mouth track. On the clip's own frames
+    the visible ring around the mask (jaw, cheeks) and the mask's shape, which follows the
+    tracked mouth, tell the denoiser the true opening, so a denoiser trained on them learns to
+    read the video instead of the audio; with the swap, only the audio says how the mouth opens.
+    The crops are face-aligned by the tracker, so another moment's lower face lands in place.
+    The targets (``frames``), audio and reference are unchanged."""
+    import cv2
+
+    n = len(chunks)
+    if n < 2:
+        return chunks
+    rng = np.random.default_rng(seed)
+    start = times[:, 0]
+    R = chunks.frames.shape[2]
+    grow = max(1, R // 16)
+    kernel = np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)
+    sigma = max(1.0, R / 64)
+    inputs = chunks.inputs.copy()
+    masks = chunks.masks.copy()
+    for i in range(n):
+        far = np.nonzero(np.abs(start - start[i]) >= min_gap_s)[0]
+        j = int(rng.choice(far)) if far.size else int(np.argmax(np.abs(start - start[i])))
+        for k in range(chunks.frames.shape[1]):
+            both = np.maximum(chunks.masks[i, k], chunks.masks[j, k])
+            b = cv2.GaussianBlur(cv2.dilate(both, kernel).astype(np.float32), (0, 0), sigma)
+            b = np.maximum(b, both)[..., None]  # all of the other moment inside both masks
+            mixed = chunks.frames[i, k] * (1 - b) + chunks.frames[j, k] * b
+            inputs[i, k] = np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+            masks[i, k] = chunks.masks[j, k]
+    return dataclasses.replace(chunks, inputs=inputs, masks=masks)
+
+
 def _load_all(data_dir: str) -> Shard:
     shards = [Shard.load(p) for p in shard_paths(data_dir)]
     return Shard(*(np.concatenate([getattr(s, f) for s in shards]) for f in Shard.__dataclass_fields__))
@@ -192,7 +228,9 @@ def enrol(
     clip shows the true mouth around the mask (jaw, cheeks, the mask's own shape from the
     tracked mouth), so a denoiser fine-tuned on it learns to read the opening from the input
     video instead of the audio, which a dubbed or re-voiced input then contradicts.
-    ``parts="all"`` fine-tunes the UNet and ID-guider as well (the audio path stays fixed)."""
+    ``parts="all"`` tunes the decoder the same way, then fine-tunes the UNet and ID-guider (the
+    audio path stays fixed) on inputs whose lower face comes from another moment of the clip
+    (``swap_mouths``), so that only the audio tells the opening."""
     if parts not in ("appearance", "all"):
         raise InputError(f"enrol: parts must be 'appearance' or 'all', not {parts!r}")
     t0 = time.monotonic()
@@ -227,13 +265,15 @@ def enrol(
         before = held_out_scores(model, test, steps)
         train = chunks.take(train_idx).chunks()
         lat = encode_latents(model, train)
+        # parts="all": the denoiser trains on inputs whose mouth says nothing of the audio
+        den_lat = encode_latents(model, swap_mouths(train, times[train_idx])) if parts == "all" else lat
         used = (time.monotonic() - t0) / 60
         # leave room for scoring after training (about what scoring before took) and saving
         score_min = 1.5 * used / 2
         budget = max(0.5, minutes - used - score_min)
         start = time.monotonic()
         dec_steps = 0
-        if parts == "appearance":
+        if decoder_share > 0:
             dec_min = decoder_share * budget
 
             def dec_progress(step: int, losses: dict[str, float]) -> None:
@@ -261,7 +301,7 @@ def enrol(
                 el = time.monotonic() - start
                 progress(f"fine-tuning step {step} loss {losses['loss']:.4f}", el, max(0.0, budget * 60 - el))
 
-        ema = train_fewstep(model, lat, dataclasses.replace(tc, steps=tc.steps), os.path.join(work, "train"),
+        ema = train_fewstep(model, den_lat, dataclasses.replace(tc, steps=tc.steps), os.path.join(work, "train"),
                             step_progress)  # fmt: skip
         after = held_out_scores(ema, test, steps)
         save_checkpoint(ema, work)
