@@ -33,6 +33,9 @@ class VadConfig:
     speech_start_ms: int = 64
     speech_stop_ms: int = 250
     crossfade_ms: int = 100
+    # the VAD's input (only) is brought to a steady speech level, by at most this gain: silero-vad
+    # misses quiet speech (a far or low-gain microphone, a quiet dubbing track); 0 turns it off
+    max_gain_db: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "vad.speech_start_ms": (0, 2000),
     "vad.speech_stop_ms": (0, 5000),
     "vad.crossfade_ms": (0, 2000),
+    "vad.max_gain_db": (0.0, 60.0),
     "face.detect_every_frames": (1, 1000),
     "face.min_confidence": (0.05, 0.99),
     "face.smoothing": (0.0, 0.95),

@@ -5,6 +5,12 @@ back-dated to the first of them (so the first syllable is not lost: the playout 
 the decision lag). It stops after ``speech_stop_ms`` below ``threshold - 0.15`` and is not
 back-dated (the trailing silent windows drive a closing mouth anyway). A time is *final* once
 the audio ``speech_start_ms`` past it has been analysed.
+
+silero-vad misses quiet speech: speech whose loudest 32 ms windows sit near -45 dBFS RMS (a
+far or low-gain microphone, a quiet dubbing track) scores under 0.5 throughout, and the mouth
+then stays at rest. So the windows it is given (not the audio played or fed to the model) are
+scaled to bring a peak-hold speech level (decaying 3 dB/s) to ``TARGET_RMS``, with at most
+``max_gain_db`` of gain; silero-vad rejects loud noise and hum, so the gain does not invent speech.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from stream.audio import SAMPLE_RATE_HZ, AudioRing
 from stream.config import VadConfig
 
 WINDOW_SAMPLES = 512  # silero-vad's window at 16 kHz (32 ms)
+TARGET_RMS = 0.1  # -20 dBFS: the level the loudest recent window is brought to
+LEVEL_DECAY = 10 ** (-3.0 / 20 * WINDOW_SAMPLES / SAMPLE_RATE_HZ)  # peak hold falls 3 dB per second
 
 
 class SpeechProbability(Protocol):
@@ -60,6 +68,8 @@ class Vad:
         self._run_start = 0
         self._start_windows = max(1, round(config.speech_start_ms * SAMPLE_RATE_HZ / 1000 / WINDOW_SAMPLES))
         self._stop_windows = max(1, round(config.speech_stop_ms * SAMPLE_RATE_HZ / 1000 / WINDOW_SAMPLES))
+        self._max_gain = 10 ** (config.max_gain_db / 20)
+        self._level = 0.0  # peak-hold RMS of the windows analysed
         # Sorted change points: (time_s, is_speech). Before the first, silence.
         self._times: list[float] = []
         self._states: list[bool] = []
@@ -82,9 +92,17 @@ class Vad:
             return
         while (self._next_window + 1) * WINDOW_SAMPLES <= self.ring.end_index:
             w = self._next_window
-            p = self.prob(self.ring.read(w * WINDOW_SAMPLES, WINDOW_SAMPLES))
+            p = self.prob(self._levelled(self.ring.read(w * WINDOW_SAMPLES, WINDOW_SAMPLES)))
             self._step(w, p)
             self._next_window += 1
+
+    def _levelled(self, x: np.ndarray) -> np.ndarray:
+        """The window scaled towards a steady speech level (see the module docstring)."""
+        if self._max_gain <= 1.0:
+            return x
+        self._level = max(float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))), self._level * LEVEL_DECAY)
+        gain = min(self._max_gain, TARGET_RMS / self._level) if self._level > 0 else 1.0
+        return np.clip(x * np.float32(gain), -1.0, 1.0).astype(np.float32) if gain > 1.0 else x
 
     def _step(self, w: int, p: float) -> None:
         c = self.config
