@@ -69,15 +69,22 @@ class SayAnythingModel(nn.Module):
         audio: torch.Tensor,
         id_features: list[torch.Tensor],
         masked_latents: torch.Tensor | None = None,
+        mouth_gain: float | None = None,
     ) -> Conditions:
         """frames (B, F, 3, H, W) in [-1, 1]; masks (B, F, 1, H, W) in {0, 1}; audio (B, F, n).
-        ``masked_latents``: ``vae.encode(frames * (1 - masks))`` when the caller already has it."""
+        ``masked_latents``: ``vae.encode(frames * (1 - masks))`` when the caller already has it.
+        ``mouth_gain``: the opening's calibration (default: ``config.mouth_gain``)."""
         masked = self.vae.encode(frames * (1.0 - masks)) if masked_latents is None else masked_latents
         h, w = masked.shape[-2:]
         mask_lat = F.adaptive_max_pool2d(masks.flatten(0, 1), (h, w)).reshape(*masks.shape[:3], h, w)
         enc = self.audio_encoder
         if self.config.mouth_film and isinstance(enc, MouthAudioEncoder):
             tokens, mouth = enc.features(audio)
+            gain = self.config.mouth_gain if mouth_gain is None else mouth_gain
+            if gain != 1.0:
+                mouth = torch.cat([mouth[..., :1] * gain, mouth[..., 1:]], dim=-1)
+                if enc.config.mouth_only:
+                    tokens = enc.tokens_from_mouth(mouth)
             return Conditions(masked, mask_lat.to(masked.dtype), tokens, id_features, mouth)
         return Conditions(masked, mask_lat.to(masked.dtype), enc(audio), id_features)
 

@@ -68,6 +68,7 @@ class SayAnythingPipeline:
             compile=mc.compile,
             runtime=mc.runtime,
             decode_box=mc.decode == "box",
+            mouth_gain=mc.mouth_gain or None,
         )
         kwargs.update(overrides)
         return cls(model, **kwargs)
@@ -85,6 +86,7 @@ class SayAnythingPipeline:
         reuse_overlap: bool = True,
         decode_box: bool = True,
         runtime: str = "torch",
+        mouth_gain: float | None = None,
     ) -> None:
         """``reuse_overlap`` / ``decode_box``: the two savings of ``generate`` (reusing the latents
         of frames the previous chunk encoded; decoding only the mask's box); off, every frame is
@@ -139,6 +141,7 @@ class SayAnythingPipeline:
         self.guidance = 1.0 if self.config.consistency else guidance
         self.reference_guidance = 1.0 if self.config.consistency else reference_guidance
         self.seed = seed
+        self.mouth_gain = mouth_gain
         self.reuse_overlap, self.decode_box = reuse_overlap, decode_box
         # (times, latents, frames, masks) of the last chunk's masked frames, for the overlap
         self._last_encoded: tuple[list[float], torch.Tensor, np.ndarray, np.ndarray] | None = None
@@ -189,7 +192,7 @@ class SayAnythingPipeline:
         m = self.model
         if masked_latents is None:
             masked_latents = self._encode(frames * (1.0 - masks))
-        cond = m.conditions(frames, masks, audio, reference.id_features, masked_latents)
+        cond = m.conditions(frames, masks, audio, reference.id_features, masked_latents, self.mouth_gain)
         self.sampler.set_timesteps(steps)
         gen = torch.Generator().manual_seed(self.seed)
         # the sampler state stays float32 (as diffusers' schedulers upcast): in bfloat16 an Euler

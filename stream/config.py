@@ -84,6 +84,8 @@ class ModelConfig:
     # rendering of it at rest added, so the mask shows the person's own colours and texture with
     # the model's mouth change on top (at rest: the reference itself); "model": the model's pixels
     texture: Literal["model", "reference"] = "model"
+    # the model's opening calibration (its config's ``mouth_gain``) replaced by this; 0: the model's
+    mouth_gain: float = 0.0
     # torch.compile the UNet; "reduce-overhead" also captures CUDA graphs
     compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
     seed: int = 0
@@ -193,6 +195,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "vad.speech_stop_ms": (0, 5000),
     "vad.crossfade_ms": (0, 2000),
     "vad.max_gain_db": (0.0, 60.0),
+    "model.mouth_gain": (0.0, 4.0),
     "face.detect_every_frames": (1, 1000),
     "face.min_confidence": (0.05, 0.99),
     "face.smoothing": (0.0, 0.95),

@@ -203,3 +203,40 @@ def test_swap_mouths_shows_another_moments_lower_face() -> None:
         assert np.all(out.inputs[i, 0][inside] == frames[j[0], 0][inside])  # its lower face
         assert np.all(out.inputs[i, 0][:8] == frames[i, 0][:8])  # the rest is the chunk's own
     assert np.array_equal(out.frames, frames) and np.array_equal(out.reference, cs.reference)
+
+
+def test_mouth_gain_scales_the_opening_the_denoiser_reads(tmp_path) -> None:  # noqa: ANN001
+    """``mouth_gain`` multiplies only the predicted opening (FiLM and mouth-only tokens follow
+    it); 1 leaves the conditions as they were; the checkpoint's value is what the pipeline uses
+    unless ``model.mouth_gain`` replaces it."""
+    import json
+
+    from model.checkpoint import save_checkpoint
+    from model.pipeline import SayAnythingPipeline
+    from stream.config import ModelConfig
+
+    c = _config()
+    config = dataclasses.replace(c, mouth_film=True, audio=dataclasses.replace(c.audio, mouth_only=True))
+    torch.manual_seed(0)
+    model = SayAnythingModel(config).eval()
+    L, R = config.chunk_frames, config.resolution_px
+    frames, masks = torch.zeros(1, L, 3, R, R), torch.ones(1, L, 1, R, R)
+    audio = 0.1 * torch.randn(1, L, 4480)
+    ids = model.encode_reference(torch.zeros(1, 3, R, R))
+    with torch.no_grad():
+        base = model.conditions(frames, masks, audio, ids)
+        same = model.conditions(frames, masks, audio, ids, mouth_gain=1.0)
+        more = model.conditions(frames, masks, audio, ids, mouth_gain=1.5)
+    torch.testing.assert_close(same.mouth, base.mouth)
+    torch.testing.assert_close(more.mouth[..., 0], 1.5 * base.mouth[..., 0])
+    torch.testing.assert_close(more.mouth[..., 1:], base.mouth[..., 1:])
+    assert not torch.allclose(more.audio_tokens, base.audio_tokens)
+    save_checkpoint(model, str(tmp_path / "m"))
+    p = tmp_path / "m" / "config.json"
+    data = json.loads(p.read_text())
+    data["mouth_gain"] = 1.3
+    p.write_text(json.dumps(data))
+    net = load_checkpoint(str(tmp_path / "m"))
+    assert net.config.mouth_gain == 1.3
+    assert SayAnythingPipeline.from_config(net, ModelConfig(runtime="torch")).mouth_gain is None  # the model's 1.3
+    assert SayAnythingPipeline.from_config(net, ModelConfig(runtime="torch", mouth_gain=1.1)).mouth_gain == 1.1

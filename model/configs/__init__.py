@@ -84,6 +84,10 @@ class SayAnythingConfig:
     # also embedded into each frame's time embedding, which every UNet resnet reads (a per-frame
     # FiLM), not only into the cross-attention tokens
     mouth_film: bool = False
+    # (``mouth`` audio kind) the predicted mouth opening is multiplied by this before the
+    # denoiser reads it: the calibration of a model that renders less opening than it is asked
+    # for on faces it has not seen (chosen on a development split, never on the test splits)
+    mouth_gain: float = 1.0
     distill_guidance: float = 0.0  # the audio guidance folded into a student
     distill_base_steps: int = 40  # the teacher schedule a student was distilled on (its sampler picks from it)
     sigma_min: float = 0.002
