@@ -603,11 +603,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     engine = ESpeak()
     if args.portrait is not None:
         return _eval_portraits(args, cfg, pipe, [make_clip(10_000 + i, "test", engine) for i in range(args.clips)])
-    if args.split == "test_engines":
+    if args.split in ("test_engines", "test_real"):
         from model.train.festival import Festival
+        from model.train.realspeech import RecordedSpeech
 
-        festival = Festival()
-        clips = [make_clip(10_000 + i, args.split, festival) for i in range(args.clips)]
+        other_engine = Festival() if args.split == "test_engines" else RecordedSpeech()
+        clips = [make_clip(10_000 + i, args.split, other_engine) for i in range(args.clips)]
     else:
         clips = [make_clip(10_000 + i, args.split, engine) for i in range(args.clips)]
     others = [make_clip(20_000 + i, "test", engine) for i in range(args.clips)]
@@ -826,10 +827,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--clips", type=int, default=8)
     ev.add_argument(
         "--split",
-        choices=("test", "test_languages", "test_engines"),
+        choices=("test", "test_languages", "test_engines", "test_real"),
         default="test",
         help="held-out English voices (test), languages no part of the model trained on, or an engine "
-        "it never heard (test_engines: Festival; apt-get install festival festvox-kallpc16k festvox-us-slt-hts)",
+        "it never heard (test_engines: Festival; apt-get install festival festvox-kallpc16k festvox-us-slt-hts), "
+        "or people reading, force-aligned: a development split, for choosing, not a truth (test_real; "
+        "apt-get install pocketsphinx-testdata && pip install pocketsphinx==5.1.1)",
     )
     ev.add_argument(
         "--portrait",

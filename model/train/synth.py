@@ -20,7 +20,7 @@ from model.train.speech import ESpeak, Phoneme, SpeechEngine
 
 FPS = 25
 SAMPLE_RATE_HZ = 16000
-Split = Literal["train", "val", "test", "test_languages", "test_engines"]
+Split = Literal["train", "val", "test", "test_languages", "test_engines", "test_real"]
 
 # (open, width, round, lip_bite) per viseme class. Rest = closed, relaxed.
 REST = (0.0, 0.5, 0.0, 0.0)
@@ -135,6 +135,8 @@ VOICES: dict[Split, tuple[str, ...]] = {
     ),
     # an engine no part of the model trained on: Festival voices (model/train/festival.py)
     "test_engines": ("kal_diphone", "cmu_us_slt_arctic_hts"),
+    # recorded people reading, force-aligned (model/train/realspeech.py): a development split
+    "test_real": ("recorded",),
 }
 STYLE_SEED_OFFSET: dict[Split, int] = {
     "train": 0,
@@ -142,6 +144,7 @@ STYLE_SEED_OFFSET: dict[Split, int] = {
     "test": 2_000_000,
     "test_languages": 2_000_000,
     "test_engines": 2_000_000,
+    "test_real": 2_000_000,
 }
 
 
@@ -232,7 +235,12 @@ def make_clip(
     if engine is None:
         from model.train.festival import Festival
 
-        engine = Festival() if split == "test_engines" else ESpeak()
+        if split == "test_real":
+            from model.train.realspeech import RecordedSpeech
+
+            engine = RecordedSpeech()
+        else:
+            engine = Festival() if split == "test_engines" else ESpeak()
     style = random_style(np.random.default_rng(seed + STYLE_SEED_OFFSET[split]))
     voice = str(rng.choice(VOICES[split]))
     rate_wpm, pitch = int(rng.integers(120, 200)), int(rng.integers(25, 75))
@@ -247,6 +255,8 @@ def make_clip(
             from model.train.voices import text as script_text
 
             text = script_text(rng, script_of(voice.split("+")[0]))
+        elif split == "test_real":
+            text = str(rng.choice(engine.texts))  # type: ignore[attr-defined]
         else:
             text = random_text(rng)
         texts.append(text)
