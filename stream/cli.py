@@ -790,7 +790,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--parts",
         choices=["appearance", "all"],
         default="appearance",
-        help="appearance: VAE decoder + ID-guider only (keeps lip sync); all: the UNet too",
+        help="appearance: VAE decoder + ID-guider only (keeps lip sync); all: the UNet too, on mouth-swapped "
+        "inputs (measured to lose sync when dubbed)",
     )
     en.set_defaults(fn=cmd_enrol)
 
