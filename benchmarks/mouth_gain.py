@@ -17,6 +17,7 @@ PSNR, so correlation alone would keep raising the gain).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -24,7 +25,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from model.checkpoint import CONFIG_NAME, load_checkpoint  # noqa: E402
+from model.checkpoint import CONFIG_NAME, load_checkpoint, load_config, save_config  # noqa: E402
 from model.pipeline import SayAnythingPipeline  # noqa: E402
 from model.train.evaluate import evaluate  # noqa: E402
 from model.train.speech import ESpeak  # noqa: E402
@@ -65,13 +66,8 @@ def main() -> int:
     best = max(kept, key=lambda g: rows[g]["corr"])
     print(f"best gain on {args.clips} development clips: {best:g} (PSNR kept at gain {ref:g}'s; {machine()})")
     if args.write:
-        path = os.path.join(args.checkpoint, CONFIG_NAME)
-        with open(path) as f:
-            data = json.load(f)
-        data["mouth_gain"] = best
-        with open(path, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-        print(f"wrote mouth_gain = {best:g} to {path}")
+        save_config(dataclasses.replace(load_config(args.checkpoint), mouth_gain=best), args.checkpoint)
+        print(f"wrote mouth_gain = {best:g} to {os.path.join(args.checkpoint, CONFIG_NAME)}")
     out = os.path.join(ROOT, "benchmarks", "results", "mouth_gain.json")
     with open(out, "w") as f:
         json.dump({"checkpoint": args.checkpoint, "machine": machine(), "clips": args.clips, "rows": rows,

@@ -33,8 +33,13 @@ def save_checkpoint(model: SayAnythingModel, folder: str, dtype: torch.dtype | N
     tmp = os.path.join(folder, WEIGHTS_NAME + ".tmp")
     save_file(state, tmp, metadata={"format": "pt", "config": model.config.to_json()})
     os.replace(tmp, os.path.join(folder, WEIGHTS_NAME))
+    save_config(model.config, folder)
+
+
+def save_config(config: SayAnythingConfig, folder: str) -> None:
+    """Write ``config.json`` (alone: e.g. a calibration that changes no weight)."""
     with open(os.path.join(folder, CONFIG_NAME), "w") as fh:
-        fh.write(model.config.to_json())
+        fh.write(config.to_json())
 
 
 def load_config(folder: str) -> SayAnythingConfig:

@@ -238,5 +238,9 @@ def test_mouth_gain_scales_the_opening_the_denoiser_reads(tmp_path) -> None:  # 
     p.write_text(json.dumps(data))
     net = load_checkpoint(str(tmp_path / "m"))
     assert net.config.mouth_gain == 1.3
-    assert SayAnythingPipeline.from_config(net, ModelConfig(runtime="torch")).mouth_gain is None  # the model's 1.3
-    assert SayAnythingPipeline.from_config(net, ModelConfig(runtime="torch", mouth_gain=1.1)).mouth_gain == 1.1
+    with torch.no_grad():
+        unit = net.conditions(frames, masks, audio, ids, mouth_gain=1.0).mouth[..., 0]
+        for mc, gain in ((ModelConfig(runtime="torch"), 1.3), (ModelConfig(runtime="torch", mouth_gain=1.1), 1.1)):
+            pipe = SayAnythingPipeline.from_config(net, mc)
+            used = net.conditions(frames, masks, audio, ids, mouth_gain=pipe.mouth_gain).mouth
+            torch.testing.assert_close(used[..., 0], gain * unit)

@@ -78,18 +78,23 @@ def test_bundled_speech_has_two_sentences(speech: tuple[np.ndarray, int]) -> Non
     assert x.shape[0] / rate - segs[1][1] >= 0.4
 
 
-def test_silero_finds_exactly_the_two_sentences(speech: tuple[np.ndarray, int]) -> None:
-    x, rate = speech
+def _silero_run(x: np.ndarray, rate: int, **cfg: float) -> tuple[Vad, float]:
+    """The real VAD fed ``x`` in 20 ms blocks as a stream would; (the VAD, the stream's end)."""
     ring = AudioRing(15000)
     audio_in = AudioInput(ring)
-    vad = Vad(VadConfig(), ring)
+    vad = Vad(VadConfig(**cfg), ring)  # type: ignore[arg-type]
     assert isinstance(vad.prob, SileroProbability)
     for block in audio_blocks(x, rate, 20):
         audio_in.push(block)
         vad.update()
     audio_in.close()
     vad.update()
-    end_s = ring.end_s
+    return vad, ring.end_s
+
+
+def test_silero_finds_exactly_the_two_sentences(speech: tuple[np.ndarray, int]) -> None:
+    x, rate = speech
+    vad, end_s = _silero_run(x, rate)
 
     found = vad.segments(end_s)
     truth = energy_segments(x, rate)
@@ -110,15 +115,8 @@ def test_silero_finds_exactly_the_two_sentences(speech: tuple[np.ndarray, int]) 
 
 
 def _silero_segments(x: np.ndarray, rate: int, **cfg: float) -> list[tuple[float, float]]:
-    ring = AudioRing(15000)
-    audio_in = AudioInput(ring)
-    vad = Vad(VadConfig(**cfg), ring)  # type: ignore[arg-type]
-    for block in audio_blocks(x, rate, 20):
-        audio_in.push(block)
-        vad.update()
-    audio_in.close()
-    vad.update()
-    return vad.segments(ring.end_s)
+    vad, end_s = _silero_run(x, rate, **cfg)
+    return vad.segments(end_s)
 
 
 def test_quiet_speech_is_found_like_loud_speech(speech: tuple[np.ndarray, int]) -> None:
