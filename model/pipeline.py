@@ -137,6 +137,7 @@ class SayAnythingPipeline:
         self.config = model.config
         self.name = name or f"sayanything-{self.config.name}"
         self.resolution_px = self.config.resolution_px
+        self.mask_scale = (float(self.config.mask_scale[0]), float(self.config.mask_scale[1]))
         # a distilled student has its guidance folded in: one call per step, no guidance
         self.guidance = 1.0 if self.config.consistency else guidance
         self.reference_guidance = 1.0 if self.config.consistency else reference_guidance

@@ -275,9 +275,12 @@ class FaceTracker:
 class FaceCropper:
     """Crops the model's input square, builds the mouth mask, and pastes results back."""
 
-    def __init__(self, config: FaceConfig, size_px: int) -> None:
+    def __init__(self, config: FaceConfig, size_px: int, mask_scale: tuple[float, float] = (1.0, 1.0)) -> None:
         self.config = config
         self.size_px = size_px
+        # (height, width): the model's own mask geometry (``SayAnythingConfig.mask_scale``),
+        # multiplied by the user's ``mask_height_scale`` / ``mask_width_scale``
+        self.mask_scale = (float(mask_scale[0]), float(mask_scale[1]))
 
     def crop(self, image: np.ndarray, face: FaceState) -> np.ndarray:
         m = face.affine(self.size_px)
@@ -303,8 +306,8 @@ class FaceCropper:
         top = mouth[1] - 0.55 * nm
         bottom = mouth[1] + 1.0 * eye_dist
         cy = (top + bottom) / 2
-        ax = 0.85 * eye_dist * self.config.mask_width_scale
-        ay = (bottom - top) / 2 * self.config.mask_height_scale
+        ax = 0.85 * eye_dist * self.config.mask_width_scale * self.mask_scale[1]
+        ay = (bottom - top) / 2 * self.config.mask_height_scale * self.mask_scale[0]
         mask = np.zeros((n, n), np.float32)
         cv2.ellipse(
             mask, (round(float(mouth[0])), round(cy)), (max(1, round(ax)), max(1, round(ay))), 0, 0, 360, 1.0, -1

@@ -60,6 +60,7 @@ class MarkerModel:
     calls (a failing model)."""
 
     name = "marker"
+    mask_scale = (1.0, 1.0)
 
     def __init__(
         self,

@@ -189,6 +189,37 @@ def test_mask_scales_with_config(face: FaceState) -> None:
     assert set(np.unique(sharp).tolist()) == {0.0, 1.0}
 
 
+def test_a_models_mask_scale_multiplies_the_users(face: FaceState) -> None:
+    # the model's trained mask geometry and the user's face.mask_*_scale compose
+    model = FaceCropper(FaceConfig(), R, mask_scale=(1.2, 1.3)).mouth_mask(face)
+    user = FaceCropper(FaceConfig(mask_height_scale=1.2, mask_width_scale=1.3), R).mouth_mask(face)
+    assert np.array_equal(model, user)
+    both = FaceCropper(FaceConfig(mask_width_scale=1.5), R, mask_scale=(1.0, 1.2)).mouth_mask(face)
+    assert np.array_equal(both, FaceCropper(FaceConfig(mask_width_scale=1.8), R).mouth_mask(face))
+    assert (model > 0).sum() > (FaceCropper(FaceConfig(), R).mouth_mask(face) > 0).sum()
+
+
+def test_training_masks_redrawn_for_a_larger_scale_match_the_engines(
+    frames: list[np.ndarray], detector: MediaPipeFaceDetector
+) -> None:
+    # fewstep.rescaled_mask derives a larger mask's training data from cached {0, 1} masks
+    from model.train.fewstep import rescaled_mask
+
+    n, feather = 64, FaceConfig().mask_feather_px * 64 / 256
+    tracker = FaceTracker(FaceConfig(), detector)
+    base, big = FaceCropper(FaceConfig(), n), FaceCropper(FaceConfig(), n, mask_scale=(1.2, 1.2))
+    ious = []
+    for img in frames:
+        st = tracker.update(img)
+        assert st is not None
+        m1 = (base.mouth_mask(st) > 0.02).astype(np.uint8)
+        assert np.array_equal(rescaled_mask(m1, (1.0, 1.0), feather), m1)
+        want = big.mouth_mask(st) > 0.02
+        got = rescaled_mask(m1, (1.2, 1.2), feather).astype(bool)
+        ious.append((want & got).sum() / (want | got).sum())
+    assert min(ious) > 0.9, ious
+
+
 def test_paste_leaves_pixels_outside_the_mask_bit_exact(frames: list[np.ndarray], face: FaceState) -> None:
     img = frames[0]
     h, w = img.shape[:2]

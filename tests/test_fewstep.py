@@ -16,7 +16,7 @@ from model.configs import AudioEncoderConfig
 from model.network import SayAnythingModel
 from model.pipeline import SayAnythingPipeline
 from model.train.dataset import ChunkSet
-from model.train.fewstep import STATE, FewStepConfig, encode_latents, train_fewstep
+from model.train.fewstep import STATE, FewStepConfig, encode_latents, remask_latents, rescaled_mask, train_fewstep
 from stream.worker import ModelChunk
 
 
@@ -244,3 +244,30 @@ def test_mouth_gain_scales_the_opening_the_denoiser_reads(tmp_path) -> None:  # 
             pipe = SayAnythingPipeline.from_config(net, mc)
             used = net.conditions(frames, masks, audio, ids, mouth_gain=pipe.mouth_gain).mouth
             torch.testing.assert_close(used[..., 0], gain * unit)
+
+
+def test_remasked_latents_are_the_latents_of_the_redrawn_masks(tmp_path) -> None:  # noqa: ANN001
+    """``remask_latents`` (training for a larger mask from default-mask caches) re-encodes exactly
+    what ``encode_latents`` would from chunks carrying the redrawn masks, and keeps the rest."""
+    import cv2
+
+    config = _config()
+    model = SayAnythingModel(config).eval()
+    data = _chunkset(6, config)
+    R = config.resolution_px
+    ell = np.zeros((R, R), np.float32)
+    cv2.ellipse(ell, (R // 2, 2 * R // 3), (R // 5, R // 7), 0, 0, 360, 1.0, -1)
+    feather = 6 * R / 256  # the engine's default feather at this crop size
+    data.masks[:] = (cv2.GaussianBlur(ell, (5, 5), feather) > 0.02).astype(np.uint8)
+    halves = [str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]
+    data.take(slice(0, 3)).save(halves[0])
+    data.take(slice(3, 6)).save(halves[1])
+    base = encode_latents(model, data)
+    got = remask_latents(model, base, halves, (1.3, 1.2), batch=2)
+    redrawn = np.stack([[rescaled_mask(m, (1.3, 1.2), feather) for m in c] for c in data.masks])
+    bigger = dataclasses.replace(data, masks=redrawn)
+    assert bigger.masks.sum() > 1.3 * data.masks.sum()
+    want = encode_latents(model, bigger)
+    assert np.allclose(got.masked.astype(np.float32), want.masked.astype(np.float32), atol=2e-3)
+    assert np.array_equal(got.mask, want.mask) and not np.array_equal(got.mask, base.mask)
+    assert got.target is base.target and got.reference is base.reference

@@ -439,6 +439,21 @@ def test_pixels_outside_the_mouth_mask_are_bit_identical() -> None:
     assert changed_inside == n  # the mouth was replaced in every frame (generated or at rest)
 
 
+def test_the_engine_builds_the_mask_the_model_was_trained_with() -> None:
+    # a model's own mask geometry (SayAnythingConfig.mask_scale) sizes the editing region the
+    # chunks carry and the region pasted back
+    n = 20
+    sizes = []
+    for scale in [(1.0, 1.0), (1.25, 1.25)]:
+        clock = VirtualClock()
+        model = MarkerModel(clock=clock)
+        model.mask_scale = scale
+        run = run_live(model, clock, moving_frames(n), loud_audio(n / FPS), [(0.2, 0.7)])
+        core, support = mouth_regions(run)
+        sizes.append((int(model.calls[-1].masks.sum()), int(core.sum())))
+    assert sizes[1][0] > 1.3 * sizes[0][0] and sizes[1][1] > 1.3 * sizes[0][1]
+
+
 # -- (8) model errors -----------------------------------------------------------------------
 def test_failing_model_calls_only_affect_their_own_frames() -> None:
     clock = VirtualClock()

@@ -88,6 +88,10 @@ class SayAnythingConfig:
     # denoiser reads it: the calibration of a model that renders less opening than it is asked
     # for on faces it has not seen (chosen on a development split, never on the test splits)
     mouth_gain: float = 1.0
+    # (height, width) multipliers of the engine's lower-face mask (``stream.face.FaceCropper``)
+    # that the model was trained with; the engine builds its mask with them (``face.mask_*_scale``
+    # multiply on top), so a model always gets the editing region it learned to fill
+    mask_scale: tuple[float, float] = (1.0, 1.0)
     distill_guidance: float = 0.0  # the audio guidance folded into a student
     distill_base_steps: int = 40  # the teacher schedule a student was distilled on (its sampler picks from it)
     sigma_min: float = 0.002

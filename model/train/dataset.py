@@ -65,12 +65,18 @@ class ChunkSet(NpzRecord):
         return self.frames.shape[0]
 
 
+def mask_tag(config: SayAnythingConfig) -> str:
+    """The cache-name suffix of a model's mask geometry: empty for the engine's default mask."""
+    h, w = config.mask_scale
+    return "" if (h, w) == (1.0, 1.0) else f"_m{h:g}x{w:g}"
+
+
 def clip_to_chunks(
     clip, config: SayAnythingConfig, detector: MediaPipeFaceDetector, face: FaceConfig
 ) -> ChunkSet | None:  # noqa: ANN001
     L, R = config.chunk_frames, config.resolution_px
     tracker = FaceTracker(face, detector)
-    cropper = FaceCropper(face, R)
+    cropper = FaceCropper(face, R, config.mask_scale)
     shown = rerender(clip, np.roll(clip.mouth, clip.mouth.shape[0] // 2, axis=0))
     crops, inputs, masks, ok = [], [], [], []
     for img, truth in zip(shown, clip.frames, strict=True):
@@ -115,7 +121,8 @@ def build(
         os.makedirs(cache_dir, exist_ok=True)
         path = os.path.join(
             cache_dir,
-            f"{split}_{seeds.start}_{seeds.stop}_{config.resolution_px}_{config.chunk_frames}_{CACHE_VERSION}.npz",
+            f"{split}_{seeds.start}_{seeds.stop}_{config.resolution_px}_{config.chunk_frames}_{CACHE_VERSION}"
+            f"{mask_tag(config)}.npz",
         )
         if os.path.isfile(path):
             return ChunkSet.load(path)

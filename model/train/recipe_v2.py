@@ -29,8 +29,8 @@ from model.conditioning import MouthAudioEncoder
 from model.configs import AudioEncoderConfig
 from model.network import SayAnythingModel
 from model.train import audio as audio_train
-from model.train.dataset import build
-from model.train.fewstep import FewStepConfig, LatentSet, encode_latents, train_fewstep
+from model.train.dataset import CACHE_VERSION, build, mask_tag
+from model.train.fewstep import FewStepConfig, LatentSet, encode_latents, remask_latents, train_fewstep
 
 log = logging.getLogger("recipe_v2")
 # where the v2 model starts: the v1 tiny model's VAE, UNet and ID-guider (kept in the repository)
@@ -68,6 +68,23 @@ def converted_model(init: str, film: bool = True, mouth_only: bool = False) -> S
     return model.float()
 
 
+def chunk_caches(cache: str, clips: int) -> list[str]:
+    """The default-mask chunk caches (``train_<a>_<b>_<px>_<L>_<version>.npz``) whose seed ranges
+    tile ``0..clips`` in order: the chunks behind ``latents_train_0_<clips>_v1.npz``."""
+    spans = {}
+    for name in os.listdir(cache):
+        parts = name[: -len(".npz")].split("_") if name.endswith(".npz") else []
+        if len(parts) == 6 and parts[0] == "train" and parts[5] == CACHE_VERSION:
+            spans[int(parts[1])] = (int(parts[2]), os.path.join(cache, name))
+    out, at = [], 0
+    while at < clips and at in spans:
+        at, path = spans[at]
+        out.append(path)
+    if at != clips:
+        raise SystemExit(f"no chunk caches in {cache} cover clips 0..{clips}: run once without --mask-scale first")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/tiny_v2")
@@ -92,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-film", action="store_true", help="--film-from: do not add the per-frame mouth FiLM")
     ap.add_argument("--mouth-noise", type=float, default=0.0, help="noise on the mouth parameters given")
     ap.add_argument("--freeze-audio", action="store_true", help="keep the pre-trained audio trunk and head fixed")
+    ap.add_argument(
+        "--mask-scale",
+        default="",
+        help="H,W: train for a larger lower-face mask (SayAnythingConfig.mask_scale); its masked latents are "
+        "derived from the default-mask caches (fewstep.remask_latents)",
+    )
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--truth-mouth", type=float, default=0.5, help="--film-from: share of truth-forced FiLM inputs")
     ap.add_argument("--pixel-weight", type=float, default=0.0, help="weight of the pixel L1 on the mask box")
@@ -116,6 +139,17 @@ def main(argv: list[str] | None = None) -> int:
             log.info("audio pre-training: %s", json.dumps(report))
         model = initial_model(audio_dir, args.base)
     lat_path = os.path.join(args.cache, f"latents_train_0_{args.clips}_v1.npz")
+    if args.mask_scale:
+        h, w = (float(v) for v in args.mask_scale.split(","))
+        model.config = dataclasses.replace(model.config, mask_scale=(h, w))
+        scaled = lat_path.replace("_v1.npz", f"_v1{mask_tag(model.config)}.npz")
+        if not os.path.isfile(scaled):
+            if not os.path.isfile(lat_path):
+                raise SystemExit(f"--mask-scale derives its latents from {lat_path}: run once without it first")
+            paths = chunk_caches(args.cache, args.clips)
+            remask_latents(model, LatentSet.load(lat_path), paths, (h, w)).save(scaled)
+            log.info("latents for mask %s derived (%.0f s)", (h, w), time.time() - t0)
+        lat_path = scaled
     if os.path.isfile(lat_path):
         latents = LatentSet.load(lat_path)
     else:
