@@ -56,7 +56,7 @@ def main() -> int:
         rows[g] = {k: round(v, 4) for k, v in m.items()}
         print(
             f"gain {g:4.2f}: corr {m['corr']:.3f} +- {m['corr_std']:.3f}  PSNR {m['psnr_db']:.2f} dB  "
-            f"still sil {m['still_silence']:.2f}  seam {m['seam_ratio']:.2f}",
+            f"still sil {m['still_silence']:.2f}  seam {m['seam_ratio']:.2f}  leak {m['leak']:.3f}",
             flush=True,
         )
     # the highest openness correlation among the gains that keep the mouth PSNR of gain 1 (a

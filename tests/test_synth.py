@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from model.configs import TINY
-from model.train.evaluate import best_lag, energy_openness, read_openness, ssim
+from model.train.evaluate import best_lag, energy_openness, read_openness, score, ssim
 from model.train.speech import ESpeak, Phoneme
 from model.train.synth import (
     FPS,
@@ -99,6 +99,18 @@ def test_rendered_openness_reads_back_as_the_truth(clip) -> None:
     got = read_openness(clip.frames, clip)
     assert np.corrcoef(got, clip.mouth[:, 0])[0, 1] > 0.95
     assert np.abs(got - clip.mouth[:, 0]).mean() < 0.06
+
+
+def test_the_leak_reads_the_input_speakers_mouth_showing_through(clip, engine: ESpeak) -> None:
+    from model.train.synth import rerender
+
+    other = make_clip(4, "train", engine, augment=False)
+    src = other.mouth[: len(clip.mouth), 0]
+    shown = rerender(clip, other.mouth)  # the input video itself: all leak
+    assert score(shown, clip, source_open=src).leak > 0.9
+    truth = score(clip.frames, clip, source_open=src)  # the truth: what two mouth tracks share by chance
+    assert truth.leak < 0.5 and truth.corr > 0.95
+    assert np.isnan(score(clip.frames, clip).leak)
 
 
 def test_eval_helpers() -> None:

@@ -11,7 +11,10 @@ the read-out itself.
 Metrics: openness correlation with the truth; A/V offset (frames) at the maximum
 cross-correlation; stillness (mean frame-to-frame change of the mouth region) in silence vs
 speech; seam flicker (frame-to-frame change at chunk boundaries / inside chunks); PSNR and
-SSIM of the mouth region vs the true frames; pixels outside the pasted mask unchanged.
+SSIM of the mouth region vs the true frames; pixels outside the pasted mask unchanged; and the
+leak: the correlation of the output's openness with the *input video's* (the original speaker's
+mouth showing through when dubbing; the pass-through row reads about 1, the truth only what
+two unrelated mouth tracks share by chance).
 Baselines: pass-through (the input video) and audio energy (openness from the RMS envelope,
 rendered).
 """
@@ -108,15 +111,24 @@ class ClipScores:
     seam_ratio: float
     psnr_db: float
     ssim: float
+    leak: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def score(frames: np.ndarray, clip: Clip, chunk_frames: int = 8, overlap: int = 2) -> ClipScores:
+def score(
+    frames: np.ndarray, clip: Clip, chunk_frames: int = 8, overlap: int = 2, source_open: np.ndarray | None = None
+) -> ClipScores:
+    """Scores of ``frames`` against ``clip``'s truth; ``source_open``: the input video's openness
+    per frame, for the leak (NaN without it)."""
     opened = read_openness(frames, clip)
     truth = clip.mouth[: len(opened), 0]
     corr = float(np.corrcoef(opened, truth)[0, 1]) if np.std(opened) > 1e-6 else 0.0
+    leak = float("nan")
+    if source_open is not None:
+        src = source_open[: len(opened)]
+        leak = float(np.corrcoef(opened, src)[0, 1]) if np.std(opened) > 1e-6 and np.std(src) > 1e-6 else 0.0
     size = frames.shape[1]
     regions = []
     for i, img in enumerate(frames):
@@ -142,7 +154,7 @@ def score(frames: np.ndarray, clip: Clip, chunk_frames: int = 8, overlap: int = 
         psnrs.append(10 * np.log10(255**2 / max(mse, 1e-10)))
         ssims.append(ssim(g.mean(axis=2), t.mean(axis=2)))
     return ClipScores(
-        corr, best_lag(opened, truth), still_sil, still_sp, seam, float(np.mean(psnrs)), float(np.mean(ssims))
+        corr, best_lag(opened, truth), still_sil, still_sp, seam, float(np.mean(psnrs)), float(np.mean(ssims)), leak
     )
 
 
@@ -173,13 +185,15 @@ def evaluate(clips: list[Clip], distractors: list[Clip], config: Any, model: Any
     rows: dict[str, list[ClipScores]] = {"model": [], "passthrough": [], "audio_energy": [], "truth_readout": []}
     for clip, other in zip(clips, distractors, strict=True):
         inp = rerender(clip, other.mouth)
+        src = other.mouth[: len(clip.mouth), 0]
         out, _ = engine_output(clip, inp, config, model)
-        rows["model"].append(score(out, clip, config.chunk.chunk_frames, config.chunk.overlap_frames))
-        rows["passthrough"].append(score(inp, clip))
+        chunk = (config.chunk.chunk_frames, config.chunk.overlap_frames)
+        rows["model"].append(score(out, clip, *chunk, source_open=src))
+        rows["passthrough"].append(score(inp, clip, source_open=src))
         energy = clip.mouth.copy()
         energy[:, 0] = energy_openness(clip.audio, len(clip.mouth))
-        rows["audio_energy"].append(score(rerender(clip, energy), clip))
-        rows["truth_readout"].append(score(clip.frames, clip))
+        rows["audio_energy"].append(score(rerender(clip, energy), clip, source_open=src))
+        rows["truth_readout"].append(score(clip.frames, clip, source_open=src))
     return {k: summarise(v) for k, v in rows.items()}
 
 

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "--mask-scale",
         default="",
         help="H,W: train for a larger lower-face mask (SayAnythingConfig.mask_scale); its masked latents are "
-        "derived from the default-mask caches (fewstep.remask_latents)",
+        "derived from the default-mask caches when those exist (fewstep.remask_latents), else built with it",
     )
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--truth-mouth", type=float, default=0.5, help="--film-from: share of truth-forced FiLM inputs")
@@ -143,9 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         h, w = (float(v) for v in args.mask_scale.split(","))
         model.config = dataclasses.replace(model.config, mask_scale=(h, w))
         scaled = lat_path.replace("_v1.npz", f"_v1{mask_tag(model.config)}.npz")
-        if not os.path.isfile(scaled):
-            if not os.path.isfile(lat_path):
-                raise SystemExit(f"--mask-scale derives its latents from {lat_path}: run once without it first")
+        if not os.path.isfile(scaled) and os.path.isfile(lat_path):
+            # default-mask latents exist: redraw their masks (cheaper than rendering and encoding again)
             paths = chunk_caches(args.cache, args.clips)
             remask_latents(model, LatentSet.load(lat_path), paths, (h, w)).save(scaled)
             log.info("latents for mask %s derived (%.0f s)", (h, w), time.time() - t0)
