@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from model.train.render import MouthShape, render_frame
-from model.train.synth import FPS, SAMPLE_RATE_HZ, Clip, rerender
+from model.train.synth import FPS, SAMPLE_RATE_HZ, Clip, cycled, rerender
 from stream.compositor import LUMA
 from stream.frames import AudioFrame, VideoFrame
 
@@ -127,6 +127,8 @@ def score(
     corr = float(np.corrcoef(opened, truth)[0, 1]) if np.std(opened) > 1e-6 else 0.0
     leak = float("nan")
     if source_open is not None:
+        if len(source_open) < len(opened):
+            raise ValueError(f"score: source_open has {len(source_open)} frames for {len(opened)}: cycle it")
         src = source_open[: len(opened)]
         leak = float(np.corrcoef(opened, src)[0, 1]) if np.std(opened) > 1e-6 and np.std(src) > 1e-6 else 0.0
     size = frames.shape[1]
@@ -185,7 +187,7 @@ def evaluate(clips: list[Clip], distractors: list[Clip], config: Any, model: Any
     rows: dict[str, list[ClipScores]] = {"model": [], "passthrough": [], "audio_energy": [], "truth_readout": []}
     for clip, other in zip(clips, distractors, strict=True):
         inp = rerender(clip, other.mouth)
-        src = other.mouth[: len(clip.mouth), 0]
+        src = cycled(other.mouth, len(clip.frames))[:, 0]
         out, _ = engine_output(clip, inp, config, model)
         chunk = (config.chunk.chunk_frames, config.chunk.overlap_frames)
         rows["model"].append(score(out, clip, *chunk, source_open=src))

@@ -302,15 +302,20 @@ def shape(params: np.ndarray) -> MouthShape:
     return MouthShape(o, w, r, b)
 
 
+def cycled(track: np.ndarray, n: int) -> np.ndarray:
+    """``track`` repeated from its start to ``n`` rows (how :func:`rerender` uses a shorter one)."""
+    return track[np.arange(n) % track.shape[0]]
+
+
 def rerender(clip: Clip, mouth: np.ndarray, size: int | None = None) -> np.ndarray:
-    """The clip's frames (same character, poses, blinks) with another mouth track."""
+    """The clip's frames (same character, poses, blinks) with another mouth track (a shorter
+    one starts again from its beginning: :func:`cycled`)."""
     size = size or clip.frames.shape[1]
     n = clip.frames.shape[0]
+    mouth = cycled(mouth, n)
     out = np.empty((n, size, size, 3), np.uint8)
     for i in range(n):
-        out[i], _ = render_frame(
-            clip.style, clip.poses[i], shape(mouth[i % mouth.shape[0]]), float(clip.blinks[i]), size
-        )
+        out[i], _ = render_frame(clip.style, clip.poses[i], shape(mouth[i]), float(clip.blinks[i]), size)
     return out
 
 
