@@ -92,7 +92,9 @@ def test_round_trip_video_and_audio_mouth_only_in_sync() -> None:
         assert len(mouth_changed) > 50
         # VP8 twice at a live bitrate: not bit-exact, but the top of the frame is unchanged and the
         # mouth carries the marker's grey (at rest in silence, following the energy in speech)
-        assert np.median(top_diff) < 6.0
+        # (measured: top 4.3 grey levels alone on 2 idle cores, up to 6.4 late in a full-suite run,
+        # where the sender's VP8 bitrate adapts down; the mouth 64)
+        assert np.median(top_diff) < 8.0
         assert np.median(mouth_changed) > 5 * np.median(top_diff)
         assert stats["generated"] > 0 and stats["frames_out"] > 0
         # A/V: the flash (video) and the click (audio) left the client together; they come back
