@@ -186,8 +186,9 @@ def evaluate(clips: list[Clip], distractors: list[Clip], config: Any, model: Any
     tracks of ``distractors``)."""
     rows: dict[str, list[ClipScores]] = {"model": [], "passthrough": [], "audio_energy": [], "truth_readout": []}
     for clip, other in zip(clips, distractors, strict=True):
-        inp = rerender(clip, other.mouth)
-        src = cycled(other.mouth, len(clip.frames))[:, 0]
+        shown = cycled(other.mouth, len(clip.frames))  # the input video's mouth track, frame by frame
+        inp = rerender(clip, shown)
+        src = shown[:, 0]
         out, _ = engine_output(clip, inp, config, model)
         chunk = (config.chunk.chunk_frames, config.chunk.overlap_frames)
         rows["model"].append(score(out, clip, *chunk, source_open=src))
