@@ -137,6 +137,35 @@ def test_tracker_predicts_motion_between_detections() -> None:
     assert max(errors[30:]) < 1.0
 
 
+class JitteryFaceDetector(MovingFaceDetector):
+    """A still face whose detected box is off by up to 3 px, differently at every detection."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0, 0.0)
+        self.rng = np.random.default_rng(7)
+
+    def box(self, frame: int) -> tuple[float, float, float, float]:
+        dx, dy = self.rng.uniform(-3, 3, 2)
+        return (100 + dx, 100 + dy, 300 + dx, 300 + dy)
+
+
+def test_tracker_spreads_each_correction_over_the_frames_to_the_next_detection() -> None:
+    # the mouth pasted back on the face must not jump on every detection frame (a flicker at
+    # fps / N): the frames into a detection frame move no more than the frames between
+    every = 3
+    tracker = FaceTracker(FaceConfig(detect_every_frames=every, smoothing=0.3), JitteryFaceDetector())
+    img = np.zeros((480, 640, 3), np.uint8)
+    pos = []
+    for _ in range(90):
+        state = tracker.update(img)
+        assert state is not None
+        pos.append(state.keypoints[MOUTH].astype(np.float64))
+    step = np.linalg.norm(np.diff(np.array(pos), axis=0), axis=1)[every:]  # step[i]: into frame i + 1 + every
+    into_det = np.array([(i + 1 + every) % every == 0 for i in range(len(step))])
+    assert step[~into_det].mean() > 0.1  # the corrections are shown, between detections too
+    assert step[into_det].mean() < 1.3 * step[~into_det].mean()
+
+
 @pytest.mark.parametrize(("every", "n", "calls"), [(1, 10, 10), (4, 10, 3), (5, 5, 1), (3, 12, 4)])
 def test_tracker_detection_schedule(every: int, n: int, calls: int) -> None:
     det = FixedFaceDetector([(200, 100, 400, 300)])
