@@ -28,7 +28,7 @@ from stream.config import FaceConfig
 from stream.face import FaceCropper, FaceTracker, MediaPipeFaceDetector
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = "v2"  # v2: unrelated-mouth inputs, lower-face mask
+CACHE_VERSION = "v3"  # v2: unrelated-mouth inputs, lower-face mask; v3: the tracker spreads its corrections
 
 
 class NpzRecord:

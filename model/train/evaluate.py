@@ -10,7 +10,9 @@ the read-out itself.
 
 Metrics: openness correlation with the truth; A/V offset (frames) at the maximum
 cross-correlation; stillness (mean frame-to-frame change of the mouth region) in silence vs
-speech; seam flicker (frame-to-frame change at chunk boundaries / inside chunks); PSNR and
+speech; seam flicker (frame-to-frame change at chunk boundaries / inside chunks: with the
+default 8-frame chunks and 3-frame detection, every boundary is also a detection frame, so
+the ratio reads tracker jitter as well as chunk seams); PSNR and
 SSIM of the mouth region vs the true frames; pixels outside the pasted mask unchanged; and the
 leak: the correlation of the output's openness with the *input video's* (the original speaker's
 mouth showing through when dubbing; the pass-through row reads about 1, the truth only what

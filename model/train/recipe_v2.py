@@ -70,7 +70,7 @@ def converted_model(init: str, film: bool = True, mouth_only: bool = False) -> S
 
 def chunk_caches(cache: str, clips: int) -> list[str]:
     """The default-mask chunk caches (``train_<a>_<b>_<px>_<L>_<version>.npz``) whose seed ranges
-    tile ``0..clips`` in order: the chunks behind ``latents_train_0_<clips>_v1.npz``."""
+    tile ``0..clips`` in order: the chunks behind ``latents_train_0_<clips>_v1_<version>.npz``."""
     spans = {}
     for name in os.listdir(cache):
         parts = name[: -len(".npz")].split("_") if name.endswith(".npz") else []
@@ -138,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             log.info("audio pre-training: %s", json.dumps(report))
         model = initial_model(audio_dir, args.base)
-    lat_path = os.path.join(args.cache, f"latents_train_0_{args.clips}_v1.npz")
+    # the latents of one chunk-cache version: chunks cut by another engine are never reused
+    lat_path = os.path.join(args.cache, f"latents_train_0_{args.clips}_v1_{CACHE_VERSION}.npz")
     if args.mask_scale:
         h, w = (float(v) for v in args.mask_scale.split(","))
         model.config = dataclasses.replace(model.config, mask_scale=(h, w))
-        scaled = lat_path.replace("_v1.npz", f"_v1{mask_tag(model.config)}.npz")
+        scaled = lat_path.replace(".npz", f"{mask_tag(model.config)}.npz")
         if not os.path.isfile(scaled) and os.path.isfile(lat_path):
             # default-mask latents exist: redraw their masks (cheaper than rendering and encoding again)
             paths = chunk_caches(args.cache, args.clips)
