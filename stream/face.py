@@ -205,8 +205,8 @@ class FaceTracker:
         self._x: np.ndarray | None = None  # filter state: cx, cy, side, angle, 12 keypoint coords
         self._v: np.ndarray | None = None  # its velocity per frame
         self._since_update = 0
-        self._shown: np.ndarray | None = None  # shown state minus filter state, still to be caught up
-        self._catch_up: np.ndarray | None = None  # how much of it each frame takes back
+        # the last correction still to be shown: shown state = filter state - catch_up * catch_up_left
+        self._catch_up: np.ndarray | None = None  # the share of it each frame shows
         self._catch_up_left = 0
         self.detections_run = 0
 
@@ -241,7 +241,8 @@ class FaceTracker:
         # the first miss can only happen detect_every_frames after the face was last seen
         if self._frames_since_seen > self.config.lost_after_frames + self.config.detect_every_frames - 1:
             self.state = None
-            self._x = self._v = self._shown = None
+            self._x = self._v = None
+            self._catch_up_left = 0
         return self.state
 
     def _measure(self, det: FaceDetection) -> np.ndarray:
@@ -260,40 +261,36 @@ class FaceTracker:
             return
         self._x = self._x + self._v
         self._since_update += 1
-        self._take_back()
+        self._catch_up_left = max(0, self._catch_up_left - 1)
         self.state = self._state()
 
-    def _take_back(self) -> None:
-        if self._catch_up_left > 0 and self._shown is not None and self._catch_up is not None:
-            self._shown = self._shown - self._catch_up
-            self._catch_up_left -= 1
-            if self._catch_up_left == 0:
-                self._shown = None
+    def _shown(self) -> np.ndarray:
+        assert self._x is not None
+        if self._catch_up_left == 0 or self._catch_up is None:
+            return self._x
+        return self._x - self._catch_up * self._catch_up_left
 
     def _correct(self, z: np.ndarray) -> None:
         a = 1.0 - self.config.smoothing
         if self._x is None or self._v is None or math.dist(self._x[:2], z[:2]) > 0.5 * self._x[2]:
             self._x, self._v = z, np.zeros_like(z)  # new track, or a jump: start over
-            self._shown, self._catch_up_left = None, 0
+            self._catch_up_left = 0
         else:
             beta = a * a / (2.0 - a)
             r = z - self._x
-            shown = self._x + (self._shown if self._shown is not None else 0.0)
+            shown = self._shown()
             self._x = self._x + a * r
             self._v = self._v + beta * r / max(1, self._since_update)
             n = self.config.detect_every_frames
             if n > 1:
                 # keep showing where the face was, and catch up one n-th per frame from this one
-                self._shown = shown - self._x
-                self._catch_up = self._shown / n
-                self._catch_up_left = n
-                self._take_back()
+                self._catch_up = (self._x - shown) / n
+                self._catch_up_left = n - 1
         self._since_update = 0
         self.state = self._state()
 
     def _state(self) -> FaceState:
-        x = self._x if self._shown is None else self._x + self._shown
-        assert x is not None
+        x = self._shown()
         return FaceState((float(x[0]), float(x[1])), float(x[2]), float(x[3]), x[4:].reshape(-1, 2).astype(np.float32))
 
 
