@@ -77,16 +77,25 @@ class SayAnythingModel(nn.Module):
         masked = self.vae.encode(frames * (1.0 - masks)) if masked_latents is None else masked_latents
         h, w = masked.shape[-2:]
         mask_lat = F.adaptive_max_pool2d(masks.flatten(0, 1), (h, w)).reshape(*masks.shape[:3], h, w)
+        tokens, mouth = self.audio_conditions(audio, mouth_gain)
+        return Conditions(masked, mask_lat.to(masked.dtype), tokens, id_features, mouth)
+
+    def audio_conditions(
+        self, audio: torch.Tensor, mouth_gain: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """audio (B, F, n) -> the denoiser's audio tokens and, for a ``mouth_film`` model, the
+        mouth parameters it is given (the predicted opening times ``mouth_gain``, default
+        ``config.mouth_gain``), as inference computes them."""
         enc = self.audio_encoder
-        if self.config.mouth_film and isinstance(enc, MouthAudioEncoder):
-            tokens, mouth = enc.features(audio)
-            gain = self.config.mouth_gain if mouth_gain is None else mouth_gain
-            if gain != 1.0:
-                mouth = torch.cat([mouth[..., :1] * gain, mouth[..., 1:]], dim=-1)
-                if enc.config.mouth_only:
-                    tokens = enc.tokens_from_mouth(mouth)
-            return Conditions(masked, mask_lat.to(masked.dtype), tokens, id_features, mouth)
-        return Conditions(masked, mask_lat.to(masked.dtype), enc(audio), id_features)
+        if not (self.config.mouth_film and isinstance(enc, MouthAudioEncoder)):
+            return enc(audio), None
+        tokens, mouth = enc.features(audio)
+        gain = self.config.mouth_gain if mouth_gain is None else mouth_gain
+        if gain != 1.0:
+            mouth = torch.cat([mouth[..., :1] * gain, mouth[..., 1:]], dim=-1)
+            if enc.config.mouth_only:
+                tokens = enc.tokens_from_mouth(mouth)
+        return tokens, mouth
 
     # -- denoiser --------------------------------------------------------------------
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditions) -> torch.Tensor:

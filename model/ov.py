@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from model.network import Conditions, SayAnythingModel
+from model.pipeline import torch_threads
 from stream.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ class OpenVINOParts:
         props = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
-            "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+            "INFERENCE_NUM_THREADS": int(threads or torch_threads()),
         }
         model = model.float().eval()
         parts = self._load_or_convert(ov, core, model)

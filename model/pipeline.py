@@ -8,6 +8,9 @@ they came in.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,9 +45,47 @@ def latent_box(mask: torch.Tensor, margin: int = DECODE_MARGIN) -> tuple[int, in
     )
 
 
+_glue = threading.local()
+
+
+def torch_threads() -> int:
+    """torch's intra-op thread count as configured for this thread, outside any
+    ``one_torch_thread`` scope."""
+    return getattr(_glue, "saved", 0) or torch.get_num_threads()
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run this thread's torch ops on one intra-op thread inside the scope (nested scopes keep
+    it; the count is restored when the outermost ends).
+
+    With the OpenVINO runtime torch only does the glue around the compiled parts (the audio
+    encoder's small convolutions, the sampler, tensor copies and compositing), on tensors too
+    small to split. Its OpenMP threads gained nothing there and competed for the 2 cores with
+    OpenVINO's: the model measured 10 % faster per frame with the glue on one thread
+    (BENCHMARKS.md). torch keeps the count per thread once a thread has used it, so other
+    threads (the VAD's) keep theirs; a thread whose first torch op falls inside the scope
+    starts with one."""
+    if getattr(_glue, "saved", 0):
+        yield
+        return
+    _glue.saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(_glue.saved)
+        _glue.saved = 0
+
+
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 RUNTIMES = ("auto", "torch", "openvino")
+
+
+@contextmanager
+def _no_scope() -> Iterator[None]:
+    yield
 
 
 @dataclass
@@ -220,10 +261,15 @@ class SayAnythingPipeline:
         return out
 
     # -- LipSyncModel protocol ---------------------------------------------------------
+    def _glue(self) -> Any:
+        """The scope torch work runs in: one thread when OpenVINO runs the heavy parts."""
+        return one_torch_thread() if self._ov is not None else _no_scope()
+
     @torch.inference_mode()
     def encode_reference(self, crop: np.ndarray) -> Any:
-        ref = self._to_tensor(crop[None])[:, 0]
-        return Reference(self.model.encode_reference(ref))
+        with self._glue():
+            ref = self._to_tensor(crop[None])[:, 0]
+            return Reference(self.model.encode_reference(ref))
 
     @torch.inference_mode()
     def _masked_latents(self, chunk: ModelChunk, frames: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -253,6 +299,10 @@ class SayAnythingPipeline:
         return out
 
     def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+        with self._glue():
+            return self._generate(chunk, reference, steps)
+
+    def _generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
         frames = self._to_tensor(chunk.frames)
         masks = torch.from_numpy((chunk.masks > 0.02).astype(np.float32)).to(self.device, self.dtype)[None, :, None]
         audio = torch.from_numpy(chunk.audio).to(self.device, self.dtype)[None]

@@ -271,3 +271,42 @@ def test_remasked_latents_are_the_latents_of_the_redrawn_masks(tmp_path) -> None
     assert np.allclose(got.masked.astype(np.float32), want.masked.astype(np.float32), atol=2e-3)
     assert np.array_equal(got.mask, want.mask) and not np.array_equal(got.mask, base.mask)
     assert got.target is base.target and got.reference is base.reference
+
+
+def test_predicted_latents_are_what_the_engine_decodes_and_tune_the_decoder(tmp_path) -> None:  # noqa: ANN001
+    """``predicted_latents`` is the pipeline's own one-step estimate of a chunk (same noise, same
+    mouth gain), up to the float16 of the cache; ``tune_decoder`` given them lowers its loss and
+    changes only the decoder."""
+    from model.train.fewstep import predicted_latents, tune_decoder
+
+    c = _config()
+    audio = dataclasses.replace(c.audio, mouth_only=True)
+    config = dataclasses.replace(c, mouth_film=True, mouth_gain=1.3, audio=audio)
+    torch.manual_seed(0)
+    model = SayAnythingModel(config).eval()
+    chunks = _chunkset(3, config)
+    latents = encode_latents(model, chunks)
+    pred = predicted_latents(model, latents, batch=2)
+    assert pred.shape == latents.target.shape and pred.dtype == np.float16
+    pipe = SayAnythingPipeline(model, runtime="torch", decode_box=False, reuse_overlap=False)
+    seen: list[torch.Tensor] = []
+
+    def capture(z: torch.Tensor) -> torch.Tensor:
+        seen.append(z.clone())
+        return torch.zeros(*z.shape[:2], 3, z.shape[-2] * 4, z.shape[-1] * 4)
+
+    pipe._decode = capture  # type: ignore[method-assign]
+    for i in range(len(chunks)):
+        L = config.chunk_frames
+        ch = ModelChunk(chunks.inputs[i], chunks.masks[i].astype(np.float32), chunks.audio[i].astype(np.float32),
+                        np.ones(L, bool), np.arange(L) / 25)  # fmt: skip
+        pipe.generate(ch, pipe.encode_reference(chunks.reference[i]), 1)
+        torch.testing.assert_close(torch.from_numpy(pred[i]).float(), seen[-1][0], atol=0.05, rtol=0.02)
+    assert not np.allclose(pred[0], pred[1], atol=0.05)  # a function of each chunk's conditions
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    losses: list[float] = []
+    steps = tune_decoder(model, chunks, latents, 0.0, lr=1e-3, predicted=pred, p_predicted=1.0, steps=30,
+                         progress=lambda s, d: losses.append(d["loss"]))  # fmt: skip
+    assert steps == 30 and np.mean(losses[-3:]) < np.mean(losses[:3])
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("vae.model.decoder.", "vae.model.post_quant_conv.")) for k in changed)

@@ -354,6 +354,55 @@ def test_runtime_defaults() -> None:
     assert load(None, []).model.runtime == "auto" and load(None, []).model.dtype == "auto"
 
 
+def test_openvino_pipeline_runs_its_torch_glue_on_one_thread_and_restores_the_count() -> None:
+    """With OpenVINO running the heavy parts, torch's work inside ``generate`` runs on one
+    thread and the configured count is back afterwards; the torch runtime keeps every thread;
+    a scope is the calling thread's (another thread keeps its count), nested scopes restore
+    once, and OpenVINO's own thread count is the configured one, not the scope's."""
+    import threading
+
+    from model.pipeline import one_torch_thread, torch_threads
+
+    configured = torch.get_num_threads()
+    model = build()
+    chunk = make_chunk(model.config)
+    seen: list[int] = []
+    real = model.audio_conditions
+
+    def spy(*a: object, **k: object) -> object:
+        seen.append(torch.get_num_threads())
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    model.audio_conditions = spy  # type: ignore[method-assign]
+    generate(pipeline(model, runtime="openvino", dtype="float32"), chunk)
+    assert seen and set(seen) == {1} and torch.get_num_threads() == configured
+    seen.clear()
+    generate(pipeline(model, runtime="torch"), chunk)  # torch does the heavy work: all its threads
+    assert seen and set(seen) == {configured}
+    ready, entered, release = threading.Event(), threading.Event(), threading.Event()
+    counts: list[int] = []
+
+    def other() -> None:
+        torch.get_num_threads()  # this thread has used torch before the scope opens elsewhere
+        ready.set()
+        entered.wait(10)
+        counts.append(torch.get_num_threads())
+        release.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    ready.wait(10)
+    with one_torch_thread():
+        with one_torch_thread():
+            assert torch.get_num_threads() == 1
+            assert torch_threads() == configured  # what a pipeline built now gives OpenVINO
+            entered.set()
+            release.wait(10)
+        assert torch.get_num_threads() == 1  # the outer scope is still open
+    t.join()
+    assert counts == [configured] and torch.get_num_threads() == configured
+
+
 def test_config_decode_full_decodes_the_whole_latent(saved: tuple[SayAnythingModel, str]) -> None:
     model, folder = saved
     base = ["model.name=sayanything", f"model.checkpoint={folder}", "model.runtime=torch"]

@@ -466,6 +466,32 @@ def _save(model: SayAnythingModel, ema: SayAnythingModel, opt: torch.optim.Optim
     os.replace(tmp, os.path.join(out, STATE))
 
 
+@torch.no_grad()
+def predicted_latents(model: SayAnythingModel, latents: LatentSet, batch: int = 16, seed: int = 0) -> np.ndarray:
+    """The model's own one-step estimates of ``latents``' clean latents (float16, the shape of
+    ``latents.target``), sampled as the engine samples a chunk at one step: noise at sigma_max,
+    the reference through the ID-guider, the audio through the audio encoder with the model's
+    ``mouth_gain``, and the engine's starting noise (the pipeline draws the same noise from
+    ``seed`` for every chunk). What the engine's decoder is actually given."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    smax = float(model.config.sigma_max)
+    noise = torch.randn((1, *latents.target.shape[1:]), generator=torch.Generator().manual_seed(seed)) * smax
+    out = []
+    try:
+        for k in range(0, len(latents), batch):
+            b = _tensors(latents.take(slice(k, k + batch)), dev)
+            tokens, mouth = model.audio_conditions(b["audio"])
+            cond = Conditions(b["masked"], b["mask"], tokens, model.id_guider(b["reference"]), mouth)
+            x = noise.expand_as(b["target"]).to(dev)
+            d = model.denoise(x, torch.full((x.shape[0],), smax, device=dev), cond)
+            out.append(d.half().cpu().numpy())
+    finally:
+        model.train(was)
+    return np.concatenate(out)
+
+
 def tune_decoder(
     model: SayAnythingModel,
     chunks: ChunkSet,
@@ -475,13 +501,21 @@ def tune_decoder(
     outside: float = 0.05,
     seed: int = 0,
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    predicted: np.ndarray | None = None,
+    p_predicted: float = 0.5,
+    steps: int = 0,
 ) -> int:
     """Fine-tune the VAE decoder (in place) to reconstruct ``chunks``' true frames from their
-    frozen-encoder latents (``latents.target``), for ``minutes`` of wall-clock time; return the
-    steps taken. Each step is one chunk decoded as the engine decodes it (the latent box of the
-    chunk's masks plus ``DECODE_MARGIN``), with an L1 loss in pixels weighted 1 in the mask and
-    ``outside`` elsewhere in the box. The decoder only turns latents into pixels, so it learns
-    the person's colours and texture and nothing about when the mouth opens."""
+    frozen-encoder latents (``latents.target``), for ``minutes`` of wall-clock time (or
+    ``steps`` steps when > 0); return the steps taken. Each step is one chunk decoded as the
+    engine decodes it (the latent box of the chunk's masks plus ``DECODE_MARGIN``), with an L1
+    loss in pixels weighted 1 in the mask and ``outside`` elsewhere in the box. The decoder only
+    turns latents into pixels, so it learns the person's colours and texture and nothing about
+    when the mouth opens.
+
+    ``predicted``: the model's own estimates of the same latents (``predicted_latents``); a
+    share ``p_predicted`` of the steps decodes those instead of the true latents, so the
+    decoder also learns what the denoiser's output looks like, not only the encoder's."""
     from model.pipeline import latent_box
 
     vae = model.vae.model
@@ -495,9 +529,11 @@ def tune_decoder(
     vae.decoder.train()
     t0, step = time.monotonic(), 0
     try:
-        while (time.monotonic() - t0) / 60 < minutes:
+        while (steps > 0 and step < steps) or (steps <= 0 and (time.monotonic() - t0) / 60 < minutes):
             i = int(torch.randint(0, len(latents), (1,), generator=gen))
-            lat = torch.from_numpy(latents.target[i : i + 1]).float().to(dev)
+            use_pred = predicted is not None and float(torch.rand((), generator=gen)) < p_predicted
+            source = predicted if use_pred else latents.target
+            lat = torch.from_numpy(source[i : i + 1]).float().to(dev)  # type: ignore[index]
             found = latent_box(torch.from_numpy(latents.mask[i]).amax(dim=(0, 1)))
             if found is None:
                 continue

@@ -1,0 +1,111 @@
+"""Tune a trained model's VAE decoder for what the engine asks of it, one command:
+
+    python -m model.train.decoder --init model/weights/tiny --out runs/v23 [--clips 200] [--steps 6000]
+
+The VAE was trained on whole frames and its decoder is then used in two ways it never saw:
+on the denoiser's one-step estimates (not the encoder's latents), and on the latent box around
+the mask only (``model.decode = box``: its group norms and mid-block attention see the box).
+This stage fine-tunes the decoder alone, in pixels, on exactly that: the engine's box of the
+synthetic training chunks, decoded from the frozen model's own one-step estimates (sampled as
+the engine samples, with the model's ``mouth_gain``) for a share ``--p-predicted`` of the
+steps and from the true latents for the rest, with the true frames as the target (L1, weight
+1 in the mask and 0.05 elsewhere in the box). The denoiser, the audio path and the encoder are
+unchanged, so when the mouth opens is unchanged; what changes is how the latents it produces
+are turned into pixels.
+
+Caches under ``--cache`` (shared with ``recipe_v2``): the chunks, their latents, and the
+model's estimates (keyed by a digest of the denoising weights). The stage itself takes minutes
+and is re-created by running the command again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import time
+
+import numpy as np
+import torch
+
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.train.dataset import CACHE_VERSION, ChunkSet, build
+from model.train.fewstep import LatentSet, encode_latents, predicted_latents, tune_decoder
+
+log = logging.getLogger("decoder")
+
+
+def _weights_digest(model: torch.nn.Module, skip: str = "vae.model.decoder.") -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        if not name.startswith(skip):
+            h.update(name.encode())
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    h.update(repr(getattr(model, "config", None)).encode())
+    return h.hexdigest()[:12]
+
+
+def training_chunks(config, cache: str, clips: int) -> ChunkSet:  # type: ignore[no-untyped-def]
+    """The chunks of synthetic training clips ``0..clips``, from ``recipe_v2``'s caches where they
+    exist (two halves built in parallel are used as they are), built otherwise."""
+    from model.train.recipe_v2 import chunk_caches
+
+    try:
+        paths = chunk_caches(cache, clips)
+    except SystemExit:
+        return build(config, "train", range(clips), cache)
+    parts = [ChunkSet.load(p) for p in paths]
+    return ChunkSet(*(np.concatenate([getattr(p, k) for p in parts]) for k in ChunkSet.__dataclass_fields__))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--init", required=True, help="the trained checkpoint whose decoder is tuned")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--cache", default="runs/cache")
+    ap.add_argument("--clips", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--p-predicted", type=float, default=0.5)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if os.path.exists(os.path.join(args.out, "config.json")):
+        raise SystemExit(f"{args.out} already holds a checkpoint: choose another --out or remove it")
+    t0 = time.time()
+    model = load_checkpoint(args.init).float()
+    chunks = training_chunks(model.config, args.cache, args.clips)
+    log.info("%d chunks (%.0f s)", len(chunks), time.time() - t0)
+    lat_path = os.path.join(args.cache, f"latents_train_0_{args.clips}_v1_{CACHE_VERSION}.npz")
+    if os.path.isfile(lat_path) and model.config.mask_scale == (1.0, 1.0):
+        latents = LatentSet.load(lat_path)
+    else:
+        latents = encode_latents(model, chunks)
+        latents.save(lat_path)
+        log.info("latents cached (%.0f s)", time.time() - t0)
+    pred_path = os.path.join(args.cache, f"predicted_{args.clips}_{CACHE_VERSION}_{_weights_digest(model)}.npy")
+    if os.path.isfile(pred_path):
+        predicted = np.load(pred_path)
+    else:
+        predicted = predicted_latents(model, latents, seed=args.seed)
+        np.save(pred_path, predicted)
+        log.info("the model's estimates cached (%.0f s)", time.time() - t0)
+    losses: list[float] = []
+
+    def progress(step: int, rec: dict[str, float]) -> None:
+        losses.append(rec["loss"])
+        if step % 250 == 0:
+            log.info("step %d loss %.4f (%.0f s)", step, float(np.mean(losses[-250:])), time.time() - t0)
+
+    tune_decoder(
+        model, chunks, latents, 0.0, lr=args.lr, seed=args.seed, progress=progress,
+        predicted=predicted, p_predicted=args.p_predicted, steps=args.steps,
+    )  # fmt: skip
+    save_checkpoint(model, args.out, dtype=torch.float16)
+    log.info("decoder tuned: %s (%.0f s)", args.out, time.time() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
