@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import warnings
 from typing import Any
 
@@ -122,28 +123,77 @@ def _cond_inputs(cond: Conditions) -> list[torch.Tensor]:
     return out if cond.mouth is None else [*out, cond.mouth]
 
 
+# a shape met this many times on the dynamic model gets a static copy, compiled in the background
+STATIC_AFTER = 3
+# at most this many static copies per part (memory stays bounded whatever shapes a session meets)
+MAX_STATIC = 3
+
+
 class _Compiled:
-    """One converted model, compiled for dynamic shapes, plus one static-shape copy for the
-    shapes it is called with in the steady state.
+    """One converted model, compiled for dynamic shapes, plus static-shape copies for the shapes
+    it is called with in the steady state.
 
-    The static copy runs 10-20 % faster on this CPU (denoiser 51 vs 62 ms per chunk), but each
-    compilation takes 1.5 s and holds memory, so only the shapes given to ``static`` get one:
-    the denoiser's at one chunk of ``chunk_frames`` frames. Anything else (a guidance batch, the
-    degrade ladder's shorter chunks, the VAE's varying batches and boxes) runs on the dynamic
-    model: compiling per shape in a live session stalled frames and grew memory by 200 MB in 10
-    minutes."""
+    A static copy runs 10-20 % faster on this CPU (denoiser 51 vs 62 ms per chunk), but each
+    compilation takes 0.5-1.5 s and holds memory. So the shapes given to ``static`` (the
+    denoiser's at one chunk of ``chunk_frames`` frames) are compiled at load, and a shape the
+    dynamic model has run ``STATIC_AFTER`` times (the VAE encoder's batch of the frames a chunk
+    adds, the decoder's box on a steady face) is compiled in a background thread while the
+    dynamic model keeps serving it, up to ``MAX_STATIC`` copies per part. Anything else (a
+    guidance batch, the degrade ladder's shorter chunks, a box seen once) stays on the dynamic
+    model: compiling every shape in the worker, as an earlier version did, stalled frames and
+    grew memory by 200 MB in 10 minutes of a live session."""
 
-    def __init__(self, core: Any, model: Any, props: dict[str, Any], static: list[list[int]] | None = None) -> None:
+    def __init__(
+        self, core: Any, model: Any, props: dict[str, Any], static: list[list[int]] | None = None, learn: bool = True
+    ) -> None:
+        self._core, self._model, self._props, self._learn = core, model, props, learn
         self._dynamic = core.compile_model(model, "CPU", props)
         self._request = self._dynamic.create_infer_request()
         self._static: dict[tuple[tuple[int, ...], ...], Any] = {}
+        self._seen: dict[tuple[tuple[int, ...], ...], int] = {}
+        self._pending: set[tuple[tuple[int, ...], ...]] = set()
+        self._lock = threading.Lock()
         if static is not None:
-            m = model.clone()
-            m.reshape({m.inputs[i]: s for i, s in enumerate(static)})
-            self._static[tuple(tuple(s) for s in static)] = core.compile_model(m, "CPU", props).create_infer_request()
+            key = tuple(tuple(s) for s in static)
+            self._static[key] = self._compile_static(key)
+
+    def _compile_static(self, key: tuple[tuple[int, ...], ...]) -> Any:
+        m = self._model.clone()
+        m.reshape({m.inputs[i]: list(s) for i, s in enumerate(key)})
+        return self._core.compile_model(m, "CPU", self._props).create_infer_request()
+
+    def _note(self, key: tuple[tuple[int, ...], ...]) -> None:
+        """Count a shape run on the dynamic model; start its static compilation when it repeats."""
+        with self._lock:
+            if not self._learn or key in self._pending or len(self._static) + len(self._pending) >= MAX_STATIC:
+                return
+            self._seen[key] = n = self._seen.get(key, 0) + 1
+            if n < STATIC_AFTER:
+                return
+            self._pending.add(key)
+        threading.Thread(target=self._compile_later, args=(key,), name="openvino-static-compile", daemon=True).start()
+
+    def _compile_later(self, key: tuple[tuple[int, ...], ...]) -> None:
+        try:
+            req = self._compile_static(key)
+            with self._lock:
+                self._static[key] = req
+        except Exception as e:  # the dynamic model keeps serving the shape
+            log.warning("OpenVINO static compilation for %s failed (%s): the dynamic model serves it", key, e)
+        finally:
+            with self._lock:
+                self._pending.discard(key)
+
+    @property
+    def static_shapes(self) -> list[tuple[tuple[int, ...], ...]]:
+        return list(self._static)
 
     def infer(self, arrays: list[np.ndarray]) -> np.ndarray:
-        req = self._static.get(tuple(a.shape for a in arrays), self._request)
+        key = tuple(a.shape for a in arrays)
+        req = self._static.get(key)
+        if req is None:
+            req = self._request
+            self._note(key)
         out = req.infer(arrays)[0]
         return np.array(out, dtype=np.float32)  # own copy: the request reuses its buffer
 

@@ -354,6 +354,34 @@ def test_runtime_defaults() -> None:
     assert load(None, []).model.runtime == "auto" and load(None, []).model.dtype == "auto"
 
 
+def test_openvino_compiles_a_static_copy_of_a_repeated_shape_in_the_background() -> None:
+    """A shape the dynamic model runs ``STATIC_AFTER`` times gets a static copy (compiled off the
+    calling thread, the same results), and no part holds more than ``MAX_STATIC`` copies."""
+    import time
+
+    import model.ov as ov
+
+    model = build()
+    pipe = pipeline(model, runtime="openvino", dtype="float32")
+    assert pipe._ov is not None
+    dec = pipe._ov._dec
+    lat = torch.randn(1, 4, model.config.vae.latent_channels, 5, 6)
+    first = pipe._ov.decode(lat)
+    for _ in range(ov.STATIC_AFTER - 1):
+        pipe._ov.decode(lat)
+    deadline = time.monotonic() + 60
+    while not dec.static_shapes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dec.static_shapes == [((4, model.config.vae.latent_channels, 5, 6),)]
+    torch.testing.assert_close(pipe._ov.decode(lat), first, atol=1e-4, rtol=1e-4)
+    for size in range(2, 9):  # many shapes, each repeated: the copies stay bounded
+        for _ in range(ov.STATIC_AFTER):
+            pipe._ov.decode(torch.randn(1, 2, model.config.vae.latent_channels, size, size))
+    while dec._pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(dec.static_shapes) == ov.MAX_STATIC
+
+
 def test_openvino_pipeline_runs_its_torch_glue_on_one_thread_and_restores_the_count() -> None:
     """With OpenVINO running the heavy parts, torch's work inside ``generate`` runs on one
     thread and the configured count is back afterwards; the torch runtime keeps every thread;
