@@ -310,3 +310,33 @@ def test_predicted_latents_are_what_the_engine_decodes_and_tune_the_decoder(tmp_
     assert steps == 30 and np.mean(losses[-3:]) < np.mean(losses[:3])
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith(("vae.model.decoder.", "vae.model.post_quant_conv.")) for k in changed)
+
+
+def test_decoder_tuning_without_true_context_sees_the_truth_only_inside_the_mask() -> None:
+    """``true_context=False``: a true-latent step decodes the truth inside the mask and the
+    model's estimate around it (the context the engine's decoder gets when dubbing)."""
+    from model.pipeline import latent_box
+    from model.train.fewstep import predicted_latents, tune_decoder
+
+    config = _config()
+    torch.manual_seed(0)
+    model = SayAnythingModel(config).eval()
+    chunks = _chunkset(1, config)
+    latents = encode_latents(model, chunks)
+    pred = predicted_latents(model, latents)
+    seen: list[torch.Tensor] = []
+    real = model.vae.decode
+
+    def capture(z: torch.Tensor) -> torch.Tensor:
+        seen.append(z.detach().clone())
+        return real(z)
+
+    model.vae.decode = capture  # type: ignore[method-assign]
+    tune_decoder(model, chunks, latents, 0.0, predicted=pred, p_predicted=0.0, steps=1, true_context=False)
+    y0, y1, x0, x1 = latent_box(torch.from_numpy(latents.mask[0]).amax(dim=(0, 1)))  # type: ignore[misc]
+    box = (slice(None), slice(None), slice(None), slice(y0, y1), slice(x0, x1))
+    inside = torch.from_numpy(latents.mask[0:1][box]).bool().expand_as(seen[0])
+    truth, estimate = torch.from_numpy(latents.target[0:1][box]).float(), torch.from_numpy(pred[0:1][box]).float()
+    assert inside.any() and (~inside).any()
+    torch.testing.assert_close(seen[0][inside], truth.expand_as(seen[0])[inside])
+    torch.testing.assert_close(seen[0][~inside], estimate.expand_as(seen[0])[~inside])

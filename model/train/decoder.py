@@ -69,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--p-predicted", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--true-context",
+        action="store_true",
+        help="decode the true latents with their own context (by default the truth only inside the mask, the "
+        "model's estimate around it)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if os.path.exists(os.path.join(args.out, "config.json")):
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_decoder(
         model, chunks, latents, 0.0, lr=args.lr, seed=args.seed, progress=progress,
-        predicted=predicted, p_predicted=args.p_predicted, steps=args.steps,
+        predicted=predicted, p_predicted=args.p_predicted, steps=args.steps, true_context=args.true_context,
     )  # fmt: skip
     save_checkpoint(model, args.out, dtype=torch.float16)
     log.info("decoder tuned: %s (%.0f s)", args.out, time.time() - t0)

@@ -504,6 +504,7 @@ def tune_decoder(
     predicted: np.ndarray | None = None,
     p_predicted: float = 0.5,
     steps: int = 0,
+    true_context: bool = True,
 ) -> int:
     """Fine-tune the VAE decoder (in place) to reconstruct ``chunks``' true frames from their
     frozen-encoder latents (``latents.target``), for ``minutes`` of wall-clock time (or
@@ -515,7 +516,11 @@ def tune_decoder(
 
     ``predicted``: the model's own estimates of the same latents (``predicted_latents``); a
     share ``p_predicted`` of the steps decodes those instead of the true latents, so the
-    decoder also learns what the denoiser's output looks like, not only the encoder's."""
+    decoder also learns what the denoiser's output looks like, not only the encoder's.
+    ``true_context=False``: the true latents' steps keep the truth inside the mask only and take
+    the model's estimate around it, so the decoder cannot learn to read the mouth from the
+    context (the jaw and cheeks around the mask, which when dubbing show the original
+    speaker's mouth)."""
     from model.pipeline import latent_box
 
     vae = model.vae.model
@@ -534,6 +539,10 @@ def tune_decoder(
             use_pred = predicted is not None and float(torch.rand((), generator=gen)) < p_predicted
             source = predicted if use_pred else latents.target
             lat = torch.from_numpy(source[i : i + 1]).float().to(dev)  # type: ignore[index]
+            if predicted is not None and not use_pred and true_context is False:
+                # the truth inside the mask only: around it, what the engine's decoder sees there
+                inside = torch.from_numpy(latents.mask[i : i + 1]).float().to(dev)
+                lat = inside * lat + (1 - inside) * torch.from_numpy(predicted[i : i + 1]).float().to(dev)
             found = latent_box(torch.from_numpy(latents.mask[i]).amax(dim=(0, 1)))
             if found is None:
                 continue
