@@ -95,11 +95,53 @@ def per_frame_ms(pipe: SayAnythingPipeline, chunks: list[ModelChunk], steps: int
     return (time.perf_counter() - t) * 1000 / frames
 
 
+def variants(rounds: int) -> int:
+    """Each of the runtime's savings on and off, the same chunks, alternating rounds."""
+    import contextlib
+
+    def pipe(static: bool, glue: bool) -> SayAnythingPipeline:
+        p = SayAnythingPipeline(load_checkpoint(SHIPPED_WEIGHTS["tiny"]), dtype="auto", runtime="auto")
+        if p._ov is None:
+            raise SystemExit("--variants measures the OpenVINO runtime, which this machine does not run")
+        for part in (p._ov._enc, p._ov._dec, p._ov._den):
+            part._learn = static
+        if not glue:
+            p._glue = contextlib.nullcontext  # type: ignore[method-assign]
+        return p
+
+    runs = {
+        "v1": SayAnythingPipeline(load_checkpoint(REFERENCE), reuse_overlap=False, decode_box=False),
+        "neither change": pipe(False, False),
+        "glue on one thread": pipe(False, True),
+        "static copies": pipe(True, False),
+        "both (as shipped)": pipe(True, True),
+    }
+    chunks = clip_chunks(runs["v1"].resolution_px)
+    ms: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for k, p in runs.items():
+            ms[k].append(per_frame_ms(p, chunks, 2 if k == "v1" else 1))
+    ref = statistics.median(ms["v1"])
+    print(f"{machine()}; median of {rounds} alternating rounds, ms per frame")
+    for k, v in ms.items():
+        m = statistics.median(v)
+        print(f"{k:20} {m:6.2f}  {ref / m:4.2f}x  rounds {[round(x, 2) for x in v]}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--write", action="store_true", help="append the result to BENCHMARKS.md")
+    ap.add_argument(
+        "--variants",
+        action="store_true",
+        help="instead: the OpenVINO runtime's two savings switched off one at a time (torch glue on one "
+        "thread, static copies of repeated shapes), against v1, in one run",
+    )
     args = ap.parse_args()
+    if args.variants:
+        return variants(args.rounds)
     cfg = load(None, [])
     steps = cfg.model.steps
     mc = cfg.model

@@ -62,7 +62,7 @@ def one_torch_thread() -> Iterator[None]:
     With the OpenVINO runtime torch only does the glue around the compiled parts (the audio
     encoder's small convolutions, the sampler, tensor copies and compositing), on tensors too
     small to split. Its OpenMP threads gained nothing there and competed for the 2 cores with
-    OpenVINO's: the model measured 10 % faster per frame with the glue on one thread
+    OpenVINO's: the model measured 11-17 % faster per frame with the glue on one thread
     (BENCHMARKS.md). torch keeps the count per thread once a thread has used it, so other
     threads (the VAD's) keep theirs; a thread whose first torch op falls inside the scope
     starts with one."""
