@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -17,6 +18,16 @@ from safetensors.torch import load_file, save_file
 from model.configs import SayAnythingConfig
 from model.network import SayAnythingModel
 from stream.errors import ModelError
+
+
+def hash_weights(h: Any, model: torch.nn.Module, skip: tuple[str, ...] = ()) -> None:
+    """Feed every weight of ``model`` (name and float32 bytes, in name order) into the hashlib
+    object ``h``, leaving out the names that start with one of ``skip``."""
+    for name, t in sorted(model.state_dict().items()):
+        if not name.startswith(skip):
+            h.update(name.encode())
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.checkpoint import hash_weights
 from model.network import Conditions, SayAnythingModel
 from model.pipeline import torch_threads
 from stream.errors import ModelError
@@ -79,9 +80,7 @@ def cache_key(model: SayAnythingModel) -> str:
     for name in _SOURCES:
         with open(os.path.join(here, name), "rb") as fh:
             h.update(fh.read())
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    hash_weights(h, model)
     return h.hexdigest()[:32]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,11 +81,6 @@ def one_torch_thread() -> Iterator[None]:
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 RUNTIMES = ("auto", "torch", "openvino")
-
-
-@contextmanager
-def _no_scope() -> Iterator[None]:
-    yield
 
 
 @dataclass
@@ -263,7 +258,7 @@ class SayAnythingPipeline:
     # -- LipSyncModel protocol ---------------------------------------------------------
     def _glue(self) -> Any:
         """The scope torch work runs in: one thread when OpenVINO runs the heavy parts."""
-        return one_torch_thread() if self._ov is not None else _no_scope()
+        return one_torch_thread() if self._ov is not None else nullcontext()
 
     @torch.inference_mode()
     def encode_reference(self, crop: np.ndarray) -> Any:

@@ -46,6 +46,11 @@ class NpzRecord:
         return type(self)(*(getattr(self, k)[idx] for k in self.__dataclass_fields__))
 
     @classmethod
+    def concat(cls, parts: list[Self]) -> Self:
+        """One record of ``parts``' rows, in order."""
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in cls.__dataclass_fields__))
+
+    @classmethod
     def load(cls, path: str) -> Self:
         with np.load(path) as z:
             return cls(**{k: z[k] for k in cls.__dataclass_fields__})
@@ -144,7 +149,7 @@ def build(
         detector.close()
     if skipped:
         log.warning("%d of %d %s clips had no trackable face and were skipped", skipped, len(seeds), split)
-    out = ChunkSet(*(np.concatenate([getattr(p, k) for p in parts]) for k in ChunkSet.__dataclass_fields__))
+    out = ChunkSet.concat(parts)
     if path:
         out.save(path)
     return out

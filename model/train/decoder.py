@@ -36,34 +36,34 @@ import time
 import numpy as np
 import torch
 
-from model.checkpoint import load_checkpoint, save_checkpoint
-from model.train.dataset import CACHE_VERSION, ChunkSet, build
+from model.checkpoint import hash_weights, load_checkpoint, save_checkpoint
+from model.configs import SayAnythingConfig
+from model.train.dataset import CACHE_VERSION, ChunkSet, build, mask_tag
 from model.train.fewstep import LatentSet, encode_latents, predicted_latents, tune_decoder
 
 log = logging.getLogger("decoder")
 
 
-def _weights_digest(model: torch.nn.Module, skip: str = "vae.model.decoder.") -> str:
+def _weights_digest(model: torch.nn.Module) -> str:
+    """A digest of what the model's estimates depend on: every weight but the decoder's, and the config."""
     h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        if not name.startswith(skip):
-            h.update(name.encode())
-            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    hash_weights(h, model, skip=("vae.model.decoder.",))
     h.update(repr(getattr(model, "config", None)).encode())
     return h.hexdigest()[:12]
 
 
-def training_chunks(config, cache: str, clips: int) -> ChunkSet:  # type: ignore[no-untyped-def]
-    """The chunks of synthetic training clips ``0..clips``, from ``recipe_v2``'s caches where they
-    exist (two halves built in parallel are used as they are), built otherwise."""
+def training_chunks(config: SayAnythingConfig, cache: str, clips: int) -> ChunkSet:
+    """The chunks of synthetic training clips ``0..clips`` with the model's mask, from
+    ``recipe_v2``'s default-mask caches where they cover them (two halves built in parallel are
+    used as they are), built otherwise."""
     from model.train.recipe_v2 import chunk_caches
 
-    try:
-        paths = chunk_caches(cache, clips)
-    except SystemExit:
-        return build(config, "train", range(clips), cache)
-    parts = [ChunkSet.load(p) for p in paths]
-    return ChunkSet(*(np.concatenate([getattr(p, k) for p in parts]) for k in ChunkSet.__dataclass_fields__))
+    if not mask_tag(config):
+        try:
+            return ChunkSet.concat([ChunkSet.load(p) for p in chunk_caches(cache, clips)])
+        except SystemExit:  # no caches cover the clips
+            pass
+    return build(config, "train", range(clips), cache)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     model = load_checkpoint(args.init).float()
     chunks = training_chunks(model.config, args.cache, args.clips)
     log.info("%d chunks (%.0f s)", len(chunks), time.time() - t0)
-    lat_path = os.path.join(args.cache, f"latents_train_0_{args.clips}_v1_{CACHE_VERSION}.npz")
-    if os.path.isfile(lat_path) and model.config.mask_scale == (1.0, 1.0):
+    # recipe_v2's name for the same latents (a larger mask: its tag)
+    lat_path = os.path.join(args.cache, f"latents_train_0_{args.clips}_v1_{CACHE_VERSION}{mask_tag(model.config)}.npz")
+    if os.path.isfile(lat_path):
         latents = LatentSet.load(lat_path)
     else:
         latents = encode_latents(model, chunks)

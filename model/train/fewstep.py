@@ -539,7 +539,7 @@ def tune_decoder(
             use_pred = predicted is not None and float(torch.rand((), generator=gen)) < p_predicted
             source = predicted if use_pred else latents.target
             lat = torch.from_numpy(source[i : i + 1]).float().to(dev)  # type: ignore[index]
-            if predicted is not None and not use_pred and true_context is False:
+            if predicted is not None and not use_pred and not true_context:
                 # the truth inside the mask only: around it, what the engine's decoder sees there
                 inside = torch.from_numpy(latents.mask[i : i + 1]).float().to(dev)
                 lat = inside * lat + (1 - inside) * torch.from_numpy(predicted[i : i + 1]).float().to(dev)

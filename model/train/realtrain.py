@@ -112,7 +112,7 @@ def train_on_data(
         def batches(n: int, gen: torch.Generator) -> LatentSet:
             k = int(torch.binomial(torch.tensor([float(n)]), torch.tensor([synthetic_share]), generator=gen).item())
             parts = ([synth(k, gen)] if k else []) + ([real(n - k, gen)] if n - k else [])
-            return LatentSet(*(np.concatenate([getattr(p, f) for p in parts]) for f in LatentSet.__dataclass_fields__))
+            return LatentSet.concat(parts)
 
     return train_fewstep(model, batches, tc, out, progress, validation=validation)
 
@@ -155,7 +155,7 @@ def swap_mouths(chunks: ChunkSet, times: np.ndarray, seed: int = 0, min_gap_s: f
 
 def _load_all(data_dir: str) -> Shard:
     shards = [Shard.load(p) for p in shard_paths(data_dir)]
-    return Shard(*(np.concatenate([getattr(s, f) for s in shards]) for f in Shard.__dataclass_fields__))
+    return Shard.concat(shards)
 
 
 @torch.inference_mode()

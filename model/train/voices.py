@@ -205,7 +205,7 @@ def build_frames(
         sp = make_speech(s, split, engine)
         win = frame_windows(sp.audio, len(sp.mouth), before_ms, after_ms).astype(np.float16)
         parts.append(FrameSet(win, sp.mouth, sp.speech, np.full(len(sp.mouth), k, np.int32)))
-    out = FrameSet(*(np.concatenate([getattr(p, f) for p in parts]) for f in FrameSet.__dataclass_fields__))
+    out = FrameSet.concat(parts)
     if path:
         out.save(path)
     return out
