@@ -52,7 +52,7 @@ def main() -> int:
     rows = {}
     for g in gains:
         pipe = SayAnythingPipeline.from_config(net, cfg.model, mouth_gain=g)
-        m = evaluate(clips, others, cfg, pipe)["model"]
+        m = evaluate(clips, others, cfg, pipe, rows=("model",))["model"]
         rows[g] = {k: round(v, 4) for k, v in m.items()}
         print(
             f"gain {g:4.2f}: corr {m['corr']:.3f} +- {m['corr_std']:.3f}  PSNR {m['psnr_db']:.2f} dB  "

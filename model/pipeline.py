@@ -174,6 +174,7 @@ class SayAnythingPipeline:
         self.name = name or f"sayanything-{self.config.name}"
         self.resolution_px = self.config.resolution_px
         self.mask_scale = (float(self.config.mask_scale[0]), float(self.config.mask_scale[1]))
+        self.crop_zoom = float(self.config.crop_zoom)
         # a distilled student has its guidance folded in: one call per step, no guidance
         self.guidance = 1.0 if self.config.consistency else guidance
         self.reference_guidance = 1.0 if self.config.consistency else reference_guidance

@@ -17,7 +17,7 @@ import os
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import cv2
@@ -31,6 +31,11 @@ FACE_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", 
 
 # Keypoint rows in FaceDetection.keypoints
 RIGHT_EYE, LEFT_EYE, NOSE, MOUTH = 0, 1, 2, 3
+# (FaceCropper.affine) how far down the face a zoomed crop's centre moves, in face-square sides,
+# times (1 - 1/zoom): 2 x 0.18, the mask centre's drop below the square's centre on the
+# rendered characters (eyes to mouth keypoint 1.0, crop centre 0.64, eye distances; mask from
+# 0.27 above to 1.0 below the mouth, in a square 4.1 eye distances wide)
+LOWER_FACE_DROP = 0.36
 DETECT_MAX_SIDE_PX = 640  # larger frames are downscaled before detection
 
 
@@ -297,15 +302,35 @@ class FaceTracker:
 class FaceCropper:
     """Crops the model's input square, builds the mouth mask, and pastes results back."""
 
-    def __init__(self, config: FaceConfig, size_px: int, mask_scale: tuple[float, float] = (1.0, 1.0)) -> None:
+    def __init__(
+        self, config: FaceConfig, size_px: int, mask_scale: tuple[float, float] = (1.0, 1.0), zoom: float = 1.0
+    ) -> None:
+        if not zoom >= 1.0:
+            raise ValueError(f"crop zoom {zoom}: must be >= 1 (1 is the whole-face crop)")
         self.config = config
         self.size_px = size_px
+        # the model's crop_zoom: 1 crops the tracked face square; above it the crop closes in
+        # on the lower face (``affine``)
+        self.zoom = float(zoom)
         # (height, width): the model's own mask geometry (``SayAnythingConfig.mask_scale``),
         # multiplied by the user's ``mask_height_scale`` / ``mask_width_scale``
         self.mask_scale = (float(mask_scale[0]), float(mask_scale[1]))
 
+    def affine(self, face: FaceState) -> np.ndarray:
+        """2x3 map from frame pixels to this cropper's crop pixels. At zoom 1 it is the tracked
+        face square. Above 1 the square shrinks by the zoom and its centre moves down the face by
+        ``LOWER_FACE_DROP * (1 - 1/zoom)`` of the face square's side: the mask's centre sits
+        about 0.18 of that side below the face square's centre, so at zoom 2 the mask is centred
+        and at 1.7 nearly so, with room for the chin and the nose."""
+        if self.zoom == 1.0:
+            return face.affine(self.size_px)
+        drop = LOWER_FACE_DROP * (1.0 - 1.0 / self.zoom) * face.side_px
+        c, s = math.cos(face.angle_rad), math.sin(face.angle_rad)
+        center = (face.center[0] - s * drop, face.center[1] + c * drop)  # down the face, across the roll
+        return replace(face, center=center, side_px=face.side_px / self.zoom).affine(self.size_px)
+
     def crop(self, image: np.ndarray, face: FaceState) -> np.ndarray:
-        m = face.affine(self.size_px)
+        m = self.affine(face)
         return cv2.warpAffine(
             image, m, (self.size_px, self.size_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
@@ -320,7 +345,7 @@ class FaceCropper:
         the jaw moves with the opening: ``model/README.md``).
         """
         n = self.size_px
-        m = face.affine(n)
+        m = self.affine(face)
         kp = face.keypoints @ m[:, :2].T + m[:, 2]
         eye_dist = float(np.linalg.norm(kp[LEFT_EYE] - kp[RIGHT_EYE]))
         nose, mouth = kp[NOSE], kp[MOUTH]
@@ -334,7 +359,7 @@ class FaceCropper:
         cv2.ellipse(
             mask, (round(float(mouth[0])), round(cy)), (max(1, round(ax)), max(1, round(ay))), 0, 0, 360, 1.0, -1
         )
-        f = self.config.mask_feather_px * n / 256
+        f = self.config.mask_feather_px * n / 256 * self.zoom  # of a 256 px whole-face crop
         if f > 0:
             k = 2 * math.ceil(2 * f) + 1
             mask = np.asarray(cv2.GaussianBlur(mask, (k, k), f), np.float32)
@@ -351,7 +376,7 @@ class FaceCropper:
         if xs.size == 0:
             return None
         # only the mask's bounding box (in frame pixels) is touched
-        inv = cv2.invertAffineTransform(face.affine(self.size_px))
+        inv = cv2.invertAffineTransform(self.affine(face))
         bx = np.array(
             [[xs.min(), ys.min()], [xs.max() + 1, ys.min()], [xs.min(), ys.max() + 1], [xs.max() + 1, ys.max() + 1]],
             np.float32,
@@ -384,7 +409,7 @@ class FaceCropper:
         (mapped onto this frame through both faces' crops) plus ``delta`` (signed crop pixels: the
         model's change from its rendering of the reference), so the mask keeps the person's own
         colours and texture and takes the mouth's motion from the model."""
-        to_ref = cv2.invertAffineTransform(ref_face.affine(self.size_px))
+        to_ref = cv2.invertAffineTransform(self.affine(ref_face))
 
         def source(roi_m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
             # ROI pixels -> crop pixels (roi_m) -> reference frame pixels (to_ref)

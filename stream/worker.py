@@ -56,6 +56,8 @@ class LipSyncModel(Protocol):
     resolution_px: int  # side of the square face crop the model takes
     # (height, width) multipliers of the engine's lower-face mask the model was trained with
     mask_scale: tuple[float, float]
+    # how much closer than the whole-face crop the model's crop is (1: the whole face)
+    crop_zoom: float
 
     def encode_reference(self, crop: np.ndarray) -> Any:
         """Encode the identity reference (an (R, R, 3) uint8 crop) once per session."""

@@ -228,6 +228,29 @@ def test_a_models_mask_scale_multiplies_the_users(face: FaceState) -> None:
     assert (model > 0).sum() > (FaceCropper(FaceConfig(), R).mouth_mask(face) > 0).sum()
 
 
+def test_a_zoomed_crop_closes_in_on_the_lower_face(frames: list[np.ndarray], face: FaceState) -> None:
+    # SayAnythingConfig.crop_zoom: the same face, the mouth mask larger in the crop by about the
+    # zoom squared, still whole inside it, the eyes out of it; pasting back stays bit-exact
+    # outside the mask; zoom 1 is the whole-face crop
+    whole, near = FaceCropper(FaceConfig(), R), FaceCropper(FaceConfig(), R, zoom=1.5)
+    assert np.array_equal(whole.affine(face), face.affine(R))
+    m1, m2 = whole.mouth_mask(face), near.mouth_mask(face)
+    assert 1.8 < (m2 > 0).sum() / (m1 > 0).sum() < 2.7
+    assert m2[0].max() == m2[-1].max() == m2[:, 0].max() == m2[:, -1].max() == 0.0
+    eyes = to_crop(face, face.keypoints[:2]) * 1.0  # whole-face crop pixels
+    m = near.affine(face)
+    eyes_near = face.keypoints[:2] @ m[:, :2].T + m[:, 2]
+    assert (eyes_near[:, 1] < 0.15 * R).all() and (eyes[:, 1] > 0.2 * R).all()
+    img = frames[0]
+    crop = np.random.default_rng(2).integers(0, 256, (R, R, 3), dtype=np.uint8)
+    out = near.paste(img, crop, m2, face)
+    pasted = whole.paste(np.zeros_like(img), np.full((R, R, 3), 255, np.uint8), m1, face) == 0
+    far = pasted.all(-1) & (near.paste(np.zeros_like(img), np.full((R, R, 3), 255, np.uint8), m2, face) == 0).all(-1)
+    assert np.array_equal(out[far], img[far]) and not np.array_equal(out, img)
+    with pytest.raises(ValueError, match="crop zoom"):
+        FaceCropper(FaceConfig(), R, zoom=0.5)
+
+
 def test_training_masks_redrawn_for_a_larger_scale_match_the_engines(
     frames: list[np.ndarray], detector: MediaPipeFaceDetector
 ) -> None:

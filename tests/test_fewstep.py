@@ -340,3 +340,28 @@ def test_decoder_tuning_without_true_context_sees_the_truth_only_inside_the_mask
     assert inside.any() and (~inside).any()
     torch.testing.assert_close(seen[0][inside], truth.expand_as(seen[0])[inside])
     torch.testing.assert_close(seen[0][~inside], estimate.expand_as(seen[0])[~inside])
+
+
+def test_chunk_caches_tile_the_clips_of_one_crop_and_mask_geometry(tmp_path) -> None:  # noqa: ANN001
+    # recipe_v2 and the decoder stage reuse caches built in parts, never another geometry's
+    from model.configs import TINY
+    from model.train.dataset import CACHE_VERSION, mask_tag
+    from model.train.recipe_v2 import chunk_caches
+
+    zoomed = mask_tag(dataclasses.replace(TINY, crop_zoom=1.5))
+    assert mask_tag(TINY) == "" and zoomed == "_z1.5"
+    assert mask_tag(dataclasses.replace(TINY, mask_scale=(1.2, 1.2))) == "_m1.2x1.2"
+    for name in ("train_0_100_64_8", "train_100_200_64_8", "train_0_100_64_8"):
+        (tmp_path / f"{name}_{CACHE_VERSION}.npz").write_bytes(b"")
+    (tmp_path / f"train_100_200_64_8_{CACHE_VERSION}{zoomed}.npz").write_bytes(b"")
+    (tmp_path / f"train_0_100_64_8_{CACHE_VERSION}_m1.2x1.2.npz").write_bytes(b"")
+    got = chunk_caches(str(tmp_path), 200)
+    assert got is not None and [os.path.basename(p) for p in got] == [
+        f"train_0_100_64_8_{CACHE_VERSION}.npz",
+        f"train_100_200_64_8_{CACHE_VERSION}.npz",
+    ]
+    assert chunk_caches(str(tmp_path), 200, zoomed) is None  # the zoomed first half is missing
+    (tmp_path / f"train_0_100_64_8_{CACHE_VERSION}{zoomed}.npz").write_bytes(b"")
+    got = chunk_caches(str(tmp_path), 200, zoomed)
+    assert got is not None and all(p.endswith(f"{zoomed}.npz") for p in got) and len(got) == 2
+    assert chunk_caches(str(tmp_path), 300) is None

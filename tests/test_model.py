@@ -641,6 +641,11 @@ def test_checkpoint_round_trip_of_the_config_json(saved: tuple[SayAnythingModel,
     with open(os.path.join(folder, CONFIG_NAME)) as fh:
         assert SayAnythingConfig.from_dict(json.load(fh)) == model.config
     assert SayAnythingConfig.from_dict(json.loads(TINY.to_json())) == TINY
+    zoomed = dataclasses.replace(TINY, crop_zoom=1.5)
+    assert SayAnythingConfig.from_dict(json.loads(zoomed.to_json())).crop_zoom == 1.5
+    for bad in (0.5, "near"):
+        with pytest.raises(ModelError, match="crop_zoom"):
+            SayAnythingConfig.from_dict({**json.loads(TINY.to_json()), "crop_zoom": bad})
 
 
 def _rewrite_weights(folder: str, change: Callable[[dict[str, torch.Tensor]], object]) -> None:

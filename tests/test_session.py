@@ -454,6 +454,22 @@ def test_the_engine_builds_the_mask_the_model_was_trained_with() -> None:
     assert sizes[1][0] > 1.3 * sizes[0][0] and sizes[1][1] > 1.3 * sizes[0][1]
 
 
+def test_the_engine_crops_as_close_as_the_model_was_trained_to() -> None:
+    # a model's crop zoom (SayAnythingConfig.crop_zoom): the chunks' masks fill more of the crop,
+    # and the region pasted back into the frame stays the same size
+    n = 20
+    sizes = []
+    for zoom in (1.0, 1.5):
+        clock = VirtualClock()
+        model = MarkerModel(clock=clock)
+        model.crop_zoom = zoom
+        run = run_live(model, clock, moving_frames(n), loud_audio(n / FPS), [(0.2, 0.7)])
+        core, _ = mouth_regions(run)
+        sizes.append((int(model.calls[-1].masks.sum()), int(core.sum())))
+    assert sizes[1][0] > 1.8 * sizes[0][0]
+    assert 0.8 < sizes[1][1] / sizes[0][1] < 1.25
+
+
 # -- (8) model errors -----------------------------------------------------------------------
 def test_failing_model_calls_only_affect_their_own_frames() -> None:
     clock = VirtualClock()

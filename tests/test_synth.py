@@ -114,6 +114,19 @@ def test_the_leak_reads_the_input_speakers_mouth_showing_through(clip, engine: E
     assert np.isnan(score(clip.frames, clip).leak)
 
 
+def test_evaluate_scores_only_the_rows_asked_for(clip, engine: ESpeak) -> None:
+    # the model-free rows (pass-through, audio energy, the truth's readout) can be left out, as
+    # the development-clip calibration does; they score as they do alone
+    from model.train.evaluate import evaluate
+
+    other = make_clip(4, "train", engine, augment=False)
+    res = evaluate([clip], [other], None, None, rows=("passthrough", "truth_readout"))
+    assert sorted(res) == ["passthrough", "truth_readout"]
+    assert res["passthrough"]["leak"] > 0.9 and res["truth_readout"]["corr"] > 0.95
+    with pytest.raises(ValueError, match="evaluate rows"):
+        evaluate([clip], [other], None, None, rows=("model", "oracle"))
+
+
 def test_eval_helpers() -> None:
     x = np.sin(np.linspace(0, 12, 120))
     assert best_lag(np.roll(x, 2), x) == 2 and best_lag(x, x) == 0

@@ -92,6 +92,10 @@ class SayAnythingConfig:
     # that the model was trained with; the engine builds its mask with them (``face.mask_*_scale``
     # multiply on top), so a model always gets the editing region it learned to fill
     mask_scale: tuple[float, float] = (1.0, 1.0)
+    # how much closer than the engine's whole-face crop the model's crop is (``FaceCropper``):
+    # 1 is the whole face; above 1 the crop closes in on the lower face (the mask's centre at
+    # 2), so the mouth gets zoom^2 more of the model's pixels at the same cost
+    crop_zoom: float = 1.0
     distill_guidance: float = 0.0  # the audio guidance folded into a student
     distill_base_steps: int = 40  # the teacher schedule a student was distilled on (its sampler picks from it)
     sigma_min: float = 0.002
@@ -116,11 +120,14 @@ class SayAnythingConfig:
                     kwargs[k] = sub[k](**{kk: tuple(vv) if isinstance(vv, list) else vv for kk, vv in v.items()})
                 else:
                     kwargs[k] = tuple(v) if isinstance(v, list) else v
-            return cls(**kwargs)
+            config = cls(**kwargs)
         except (TypeError, AttributeError) as e:  # AttributeError: a section that is not an object
             raise ModelError(
                 f"model config has an unknown or missing field ({e}): use a config.json saved by this version"
             ) from None
+        if not (isinstance(config.crop_zoom, int | float) and config.crop_zoom >= 1.0):
+            raise ModelError(f"model config crop_zoom {config.crop_zoom!r}: must be a number >= 1 (1: the whole face)")
+        return config
 
 
 FULL = SayAnythingConfig()

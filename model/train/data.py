@@ -32,7 +32,7 @@ def clip_chunks(
     inp.push(AudioFrame(samples, rate, 0, Fraction(1, rate)))
     inp.close()
     tracker = FaceTracker(face)
-    cropper = FaceCropper(face, config.resolution_px, config.mask_scale)
+    cropper = FaceCropper(face, config.resolution_px, config.mask_scale, config.crop_zoom)
     crops, masks, times = [], [], []
     for vf in video_timeline(video, info.fps, samples.shape[0] / rate, "hold"):
         state = tracker.update(vf.image)

@@ -71,9 +71,11 @@ class ChunkSet(NpzRecord):
 
 
 def mask_tag(config: SayAnythingConfig) -> str:
-    """The cache-name suffix of a model's mask geometry: empty for the engine's default mask."""
+    """The cache-name suffix of a model's crop and mask geometry: empty for the engine's default
+    (whole-face crop, default mask)."""
     h, w = config.mask_scale
-    return "" if (h, w) == (1.0, 1.0) else f"_m{h:g}x{w:g}"
+    tag = "" if (h, w) == (1.0, 1.0) else f"_m{h:g}x{w:g}"
+    return tag + ("" if config.crop_zoom == 1.0 else f"_z{config.crop_zoom:g}")
 
 
 def clip_to_chunks(
@@ -81,7 +83,7 @@ def clip_to_chunks(
 ) -> ChunkSet | None:  # noqa: ANN001
     L, R = config.chunk_frames, config.resolution_px
     tracker = FaceTracker(face, detector)
-    cropper = FaceCropper(face, R, config.mask_scale)
+    cropper = FaceCropper(face, R, config.mask_scale, config.crop_zoom)
     shown = rerender(clip, np.roll(clip.mouth, clip.mouth.shape[0] // 2, axis=0))
     crops, inputs, masks, ok = [], [], [], []
     for img, truth in zip(shown, clip.frames, strict=True):

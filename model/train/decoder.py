@@ -53,16 +53,14 @@ def _weights_digest(model: torch.nn.Module) -> str:
 
 
 def training_chunks(config: SayAnythingConfig, cache: str, clips: int) -> ChunkSet:
-    """The chunks of synthetic training clips ``0..clips`` with the model's mask, from
-    ``recipe_v2``'s default-mask caches where they cover them (two halves built in parallel are
-    used as they are), built otherwise."""
+    """The chunks of synthetic training clips ``0..clips`` with the model's crop and mask, from
+    the caches ``recipe_v2`` built where they cover them (two halves built in parallel are used
+    as they are), built otherwise."""
     from model.train.recipe_v2 import chunk_caches
 
-    if not mask_tag(config):
-        try:
-            return ChunkSet.concat([ChunkSet.load(p) for p in chunk_caches(cache, clips)])
-        except SystemExit:  # no caches cover the clips
-            pass
+    parts = chunk_caches(cache, clips, mask_tag(config))
+    if parts:
+        return ChunkSet.concat([ChunkSet.load(p) for p in parts])
     return build(config, "train", range(clips), cache)
 
 

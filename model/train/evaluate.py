@@ -183,23 +183,35 @@ def engine_output(clip: Clip, input_frames: np.ndarray, config: Any, model: Any)
     return np.stack(out), stats
 
 
-def evaluate(clips: list[Clip], distractors: list[Clip], config: Any, model: Any) -> dict[str, dict[str, float]]:
+ROWS = ("model", "passthrough", "audio_energy", "truth_readout")
+
+
+def evaluate(
+    clips: list[Clip], distractors: list[Clip], config: Any, model: Any, rows: tuple[str, ...] = ROWS
+) -> dict[str, dict[str, float]]:
     """Mean scores of the model and the two baselines over ``clips`` (inputs use the mouth
-    tracks of ``distractors``)."""
-    rows: dict[str, list[ClipScores]] = {"model": [], "passthrough": [], "audio_energy": [], "truth_readout": []}
+    tracks of ``distractors``). ``rows``: which of ``ROWS`` to score (the baselines and the
+    truth's readout do not depend on the model, and the readout is most of the time)."""
+    if unknown := set(rows) - set(ROWS):
+        raise ValueError(f"evaluate rows {sorted(unknown)}: choose from {ROWS}")
+    scores: dict[str, list[ClipScores]] = {k: [] for k in rows}
     for clip, other in zip(clips, distractors, strict=True):
         shown = cycled(other.mouth, len(clip.frames))  # the input video's mouth track, frame by frame
         inp = rerender(clip, shown)
         src = shown[:, 0]
-        out, _ = engine_output(clip, inp, config, model)
-        chunk = (config.chunk.chunk_frames, config.chunk.overlap_frames)
-        rows["model"].append(score(out, clip, *chunk, source_open=src))
-        rows["passthrough"].append(score(inp, clip, source_open=src))
-        energy = clip.mouth.copy()
-        energy[:, 0] = energy_openness(clip.audio, len(clip.mouth))
-        rows["audio_energy"].append(score(rerender(clip, energy), clip, source_open=src))
-        rows["truth_readout"].append(score(clip.frames, clip, source_open=src))
-    return {k: summarise(v) for k, v in rows.items()}
+        if "model" in scores:
+            out, _ = engine_output(clip, inp, config, model)
+            chunk = (config.chunk.chunk_frames, config.chunk.overlap_frames)
+            scores["model"].append(score(out, clip, *chunk, source_open=src))
+        if "passthrough" in scores:
+            scores["passthrough"].append(score(inp, clip, source_open=src))
+        if "audio_energy" in scores:
+            energy = clip.mouth.copy()
+            energy[:, 0] = energy_openness(clip.audio, len(clip.mouth))
+            scores["audio_energy"].append(score(rerender(clip, energy), clip, source_open=src))
+        if "truth_readout" in scores:
+            scores["truth_readout"].append(score(clip.frames, clip, source_open=src))
+    return {k: summarise(v) for k, v in scores.items()}
 
 
 def summarise(scores: list[ClipScores]) -> dict[str, float]:
@@ -232,14 +244,18 @@ def laplacian(grey: np.ndarray) -> np.ndarray:
 
 
 def frame_mask(
-    image: np.ndarray, config: Any, size_px: int, mask_scale: tuple[float, float] = (1.0, 1.0)
+    image: np.ndarray,
+    config: Any,
+    size_px: int,
+    mask_scale: tuple[float, float] = (1.0, 1.0),
+    zoom: float = 1.0,
 ) -> np.ndarray:
     """The engine's mouth mask on a still ``image``, in frame pixels, float in [0, 1]: the face
-    tracker and cropper of a session (``mask_scale``: the model's), and the mask pasted back as
+    tracker and cropper of a session (``mask_scale``, ``zoom``: the model's), and the mask pasted back as
     the engine pastes a crop."""
     from stream.face import FaceCropper, FaceTracker
 
-    tracker, cropper = FaceTracker(config.face), FaceCropper(config.face, size_px, mask_scale)
+    tracker, cropper = FaceTracker(config.face), FaceCropper(config.face, size_px, mask_scale, zoom)
     try:
         face = None
         for _ in range(10):  # let the tracker's filter settle on the still
@@ -264,7 +280,7 @@ def portrait_scores(image: np.ndarray, clips: list[Clip], config: Any, model: An
     over all frames. Returns the means and spreads over clips."""
     import cv2
 
-    mask = frame_mask(image, config, model.resolution_px, model.mask_scale)
+    mask = frame_mask(image, config, model.resolution_px, model.mask_scale, model.crop_zoom)
     region = mask >= 0.5
     core = cv2.erode((mask >= 0.999).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     lab_in = srgb_to_lab(image[region])

@@ -218,8 +218,8 @@ def _frames(path: str) -> Iterator[tuple[float, np.ndarray]]:
             log.warning("%s: video decoding stopped after %d frames (%s); using those", path, n, e)
 
 
-def crop_keypoints(face: FaceState, size_px: int) -> np.ndarray:
-    m = face.affine(size_px)
+def crop_keypoints(face: FaceState, cropper: FaceCropper) -> np.ndarray:
+    m = cropper.affine(face)
     return (face.keypoints @ m[:, :2].T + m[:, 2]).astype(np.float32)
 
 
@@ -325,7 +325,7 @@ def _prepare(
     vad.update()
     counting = _CountingDetector(detector)
     tracker = FaceTracker(face, counting)  # type: ignore[arg-type]
-    cropper = FaceCropper(face, R, config.mask_scale)
+    cropper = FaceCropper(face, R, config.mask_scale, config.crop_zoom)
     a = config.audio
     # a run of tracked frames, cut into chunks as it grows; references come from the clip's
     # first tracked crops (a fixed pool spread over the clip, filled as frames arrive)
@@ -374,7 +374,7 @@ def _prepare(
         tracked += 1
         crop = cropper.crop(img, st)
         mask = (cropper.mouth_mask(st) > 0.02).astype(np.uint8)
-        kp = crop_keypoints(st, R)
+        kp = crop_keypoints(st, cropper)
         darkness.append(mouth_darkness(crop, kp))
         i = round((t - a0) * SAMPLE_RATE_HZ)
         hop = SAMPLE_RATE_HZ // 25

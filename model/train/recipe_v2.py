@@ -29,7 +29,7 @@ from model.conditioning import MouthAudioEncoder
 from model.configs import AudioEncoderConfig
 from model.network import SayAnythingModel
 from model.train import audio as audio_train
-from model.train.dataset import CACHE_VERSION, build, mask_tag
+from model.train.dataset import CACHE_VERSION, ChunkSet, build, mask_tag
 from model.train.fewstep import FewStepConfig, LatentSet, encode_latents, remask_latents, train_fewstep
 
 log = logging.getLogger("recipe_v2")
@@ -68,21 +68,22 @@ def converted_model(init: str, film: bool = True, mouth_only: bool = False) -> S
     return model.float()
 
 
-def chunk_caches(cache: str, clips: int) -> list[str]:
-    """The default-mask chunk caches (``train_<a>_<b>_<px>_<L>_<version>.npz``) whose seed ranges
-    tile ``0..clips`` in order: the chunks behind ``latents_train_0_<clips>_v1_<version>.npz``."""
+def chunk_caches(cache: str, clips: int, tag: str = "") -> list[str] | None:
+    """The chunk caches (``train_<a>_<b>_<px>_<L>_<version><tag>.npz``; ``tag``: ``mask_tag`` of
+    the model's crop and mask, empty for the defaults) whose seed ranges tile ``0..clips`` in
+    order: the chunks behind ``latents_train_0_<clips>_v1_<version><tag>.npz``. None when they
+    do not cover them."""
     spans = {}
+    end = f"_{CACHE_VERSION}{tag}.npz"
     for name in os.listdir(cache):
-        parts = name[: -len(".npz")].split("_") if name.endswith(".npz") else []
-        if len(parts) == 6 and parts[0] == "train" and parts[5] == CACHE_VERSION:
+        parts = name[: -len(end)].split("_") if name.endswith(end) else []
+        if len(parts) == 5 and parts[0] == "train" and all(p.isdigit() for p in parts[1:]):
             spans[int(parts[1])] = (int(parts[2]), os.path.join(cache, name))
     out, at = [], 0
     while at < clips and at in spans:
         at, path = spans[at]
         out.append(path)
-    if at != clips:
-        raise SystemExit(f"no chunk caches in {cache} cover clips 0..{clips}: run once without --mask-scale first")
-    return out
+    return out if at == clips else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         help="H,W: train for a larger lower-face mask (SayAnythingConfig.mask_scale); its masked latents are "
         "derived from the default-mask caches when those exist (fewstep.remask_latents), else built with it",
     )
+    ap.add_argument(
+        "--crop-zoom",
+        type=float,
+        default=1.0,
+        help="train for a crop this much closer on the lower face (SayAnythingConfig.crop_zoom); its "
+        "chunks and latents are built with it",
+    )
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--truth-mouth", type=float, default=0.5, help="--film-from: share of truth-forced FiLM inputs")
     ap.add_argument("--pixel-weight", type=float, default=0.0, help="weight of the pixel L1 on the mask box")
@@ -140,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         model = initial_model(audio_dir, args.base)
     # the latents of one chunk-cache version: chunks cut by another engine are never reused
     lat_path = os.path.join(args.cache, f"latents_train_0_{args.clips}_v1_{CACHE_VERSION}.npz")
+    if args.crop_zoom != 1.0:
+        if args.mask_scale:
+            raise SystemExit("--crop-zoom and --mask-scale: use one of them (the mask redraw needs whole-face crops)")
+        model.config = dataclasses.replace(model.config, crop_zoom=args.crop_zoom)
+        lat_path = lat_path.replace(".npz", f"{mask_tag(model.config)}.npz")
     if args.mask_scale:
         h, w = (float(v) for v in args.mask_scale.split(","))
         model.config = dataclasses.replace(model.config, mask_scale=(h, w))
@@ -147,13 +160,23 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.isfile(scaled) and os.path.isfile(lat_path):
             # default-mask latents exist: redraw their masks (cheaper than rendering and encoding again)
             paths = chunk_caches(args.cache, args.clips)
+            if paths is None:
+                raise SystemExit(
+                    f"no chunk caches in {args.cache} cover clips 0..{args.clips}: run once without --mask-scale first"
+                )
             remask_latents(model, LatentSet.load(lat_path), paths, (h, w)).save(scaled)
             log.info("latents for mask %s derived (%.0f s)", (h, w), time.time() - t0)
         lat_path = scaled
     if os.path.isfile(lat_path):
         latents = LatentSet.load(lat_path)
     else:
-        chunks = build(model.config, "train", range(args.clips), args.cache)
+        # caches built in parts (for example two halves in parallel) are used as they are
+        parts = chunk_caches(args.cache, args.clips, mask_tag(model.config))
+        chunks = (
+            ChunkSet.concat([ChunkSet.load(p) for p in parts])
+            if parts
+            else build(model.config, "train", range(args.clips), args.cache)
+        )
         log.info("%d chunks from %d clips (%.0f s)", len(chunks), args.clips, time.time() - t0)
         latents = encode_latents(model, chunks)
         latents.save(lat_path)
