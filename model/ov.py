@@ -61,12 +61,16 @@ PARTS = ("encoder", "decoder", "denoiser")
 _SOURCES = ("network.py", "unet.py", "vae.py", "conditioning.py", "ov.py")
 
 
-def cache_dir() -> str:
-    """Where converted models are kept: ``$SAYANYTHING_CACHE_DIR``, else the user cache folder."""
-    root = os.environ.get("SAYANYTHING_CACHE_DIR") or os.path.join(
+def cache_root() -> str:
+    """The project's cache folder: ``$SAYANYTHING_CACHE_DIR``, else the user cache folder."""
+    return os.environ.get("SAYANYTHING_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "sayanything-live"
     )
-    return os.path.join(root, "openvino")
+
+
+def cache_dir() -> str:
+    """Where converted models are kept (under ``cache_root``)."""
+    return os.path.join(cache_root(), "openvino")
 
 
 def cache_key(model: SayAnythingModel) -> str:

@@ -114,17 +114,33 @@ def test_the_leak_reads_the_input_speakers_mouth_showing_through(clip, engine: E
     assert np.isnan(score(clip.frames, clip).leak)
 
 
-def test_evaluate_scores_only_the_rows_asked_for(clip, engine: ESpeak) -> None:
+def test_evaluate_scores_only_the_rows_asked_for_and_keeps_the_model_free_ones(
+    clip, engine: ESpeak, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # the model-free rows (pass-through, audio energy, the truth's readout) can be left out, as
-    # the development-clip calibration does; they score as they do alone
-    from model.train.evaluate import evaluate
+    # the development-clip calibration does; and they are kept per clip, keyed by the clip, the
+    # input's mouth track and the scoring code, so the next eval of another model reuses them
+    from model.train import evaluate as ev
 
+    monkeypatch.setenv("SAYANYTHING_CACHE_DIR", str(tmp_path))
     other = make_clip(4, "train", engine, augment=False)
-    res = evaluate([clip], [other], None, None, rows=("passthrough", "truth_readout"))
+    res = ev.evaluate([clip], [other], None, None, rows=("passthrough", "truth_readout"))
     assert sorted(res) == ["passthrough", "truth_readout"]
     assert res["passthrough"]["leak"] > 0.9 and res["truth_readout"]["corr"] > 0.95
+    assert len(list((tmp_path / "eval").iterdir())) == 1
+
+    def no_scoring(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(ev, "score", no_scoring)
+    assert ev.evaluate([clip], [other], None, None, rows=("passthrough", "truth_readout")) == res
+    assert ev.evaluate([clip], [other], None, None, rows=("truth_readout",)) == {"truth_readout": res["truth_readout"]}
+    with pytest.raises(AssertionError, match="scored again"):  # another input track: another key
+        ev.evaluate([clip], [clip], None, None, rows=("truth_readout",))
+    with pytest.raises(AssertionError, match="scored again"):  # no cache
+        ev.evaluate([clip], [other], None, None, rows=("truth_readout",), cache=False)
     with pytest.raises(ValueError, match="evaluate rows"):
-        evaluate([clip], [other], None, None, rows=("model", "oracle"))
+        ev.evaluate([clip], [other], None, None, rows=("model", "oracle"))
 
 
 def test_eval_helpers() -> None:

@@ -23,6 +23,9 @@ rendered).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -184,33 +187,80 @@ def engine_output(clip: Clip, input_frames: np.ndarray, config: Any, model: Any)
 
 
 ROWS = ("model", "passthrough", "audio_energy", "truth_readout")
+BASELINES = ROWS[1:]  # the rows that do not depend on the model
+
+
+def _baseline_key(clip: Clip, shown: np.ndarray) -> str:
+    """A key of everything the model-free rows of one clip depend on: the clip, the input's
+    mouth track, and the code that renders and scores them."""
+    h = hashlib.sha256()
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in ("evaluate.py", "render.py", "synth.py"):
+        with open(os.path.join(here, name), "rb") as fh:
+            h.update(fh.read())
+    for a in (clip.frames, clip.audio, clip.mouth, clip.keypoints, clip.speech, clip.blinks, shown):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(repr((clip.poses, clip.style, clip.voice, clip.text)).encode())
+    return h.hexdigest()[:32]
+
+
+def _baseline_scores(clip: Clip, shown: np.ndarray, rows: list[str], cache: bool) -> dict[str, ClipScores]:
+    """The model-free rows of one clip, from the cache when an identical clip was scored by the
+    same code before (they are most of an eval's time)."""
+    from model.ov import cache_root
+
+    path = os.path.join(cache_root(), "eval", _baseline_key(clip, shown) + ".json")
+    got: dict[str, ClipScores] = {}
+    if cache and os.path.isfile(path):
+        with open(path) as fh:
+            got = {k: ClipScores(**v) for k, v in json.load(fh).items()}
+    missing = [k for k in rows if k not in got]
+    if not missing:
+        return {k: got[k] for k in rows}
+    src = shown[:, 0]
+    for k in missing:
+        if k == "passthrough":
+            got[k] = score(rerender(clip, shown), clip, source_open=src)
+        elif k == "audio_energy":
+            energy = clip.mouth.copy()
+            energy[:, 0] = energy_openness(clip.audio, len(clip.mouth))
+            got[k] = score(rerender(clip, energy), clip, source_open=src)
+        else:
+            got[k] = score(clip.frames, clip, source_open=src)
+    if cache:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump({k: v.as_dict() for k, v in got.items()}, fh)
+        os.replace(tmp, path)
+    return {k: got[k] for k in rows}
 
 
 def evaluate(
-    clips: list[Clip], distractors: list[Clip], config: Any, model: Any, rows: tuple[str, ...] = ROWS
+    clips: list[Clip],
+    distractors: list[Clip],
+    config: Any,
+    model: Any,
+    rows: tuple[str, ...] = ROWS,
+    cache: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Mean scores of the model and the two baselines over ``clips`` (inputs use the mouth
-    tracks of ``distractors``). ``rows``: which of ``ROWS`` to score (the baselines and the
-    truth's readout do not depend on the model, and the readout is most of the time)."""
+    tracks of ``distractors``). ``rows``: which of ``ROWS`` to score. The baselines and the
+    truth's readout do not depend on the model, and the readout is most of the time: with
+    ``cache`` they are kept per clip under the project's cache folder, keyed by the clip, the
+    input's mouth track and the scoring code (``_baseline_key``)."""
     if unknown := set(rows) - set(ROWS):
         raise ValueError(f"evaluate rows {sorted(unknown)}: choose from {ROWS}")
     scores: dict[str, list[ClipScores]] = {k: [] for k in rows}
     for clip, other in zip(clips, distractors, strict=True):
         shown = cycled(other.mouth, len(clip.frames))  # the input video's mouth track, frame by frame
-        inp = rerender(clip, shown)
-        src = shown[:, 0]
         if "model" in scores:
-            out, _ = engine_output(clip, inp, config, model)
+            out, _ = engine_output(clip, rerender(clip, shown), config, model)
             chunk = (config.chunk.chunk_frames, config.chunk.overlap_frames)
-            scores["model"].append(score(out, clip, *chunk, source_open=src))
-        if "passthrough" in scores:
-            scores["passthrough"].append(score(inp, clip, source_open=src))
-        if "audio_energy" in scores:
-            energy = clip.mouth.copy()
-            energy[:, 0] = energy_openness(clip.audio, len(clip.mouth))
-            scores["audio_energy"].append(score(rerender(clip, energy), clip, source_open=src))
-        if "truth_readout" in scores:
-            scores["truth_readout"].append(score(clip.frames, clip, source_open=src))
+            scores["model"].append(score(out, clip, *chunk, source_open=shown[:, 0]))
+        if base := [k for k in rows if k in BASELINES]:
+            for k, v in _baseline_scores(clip, shown, base, cache).items():
+                scores[k].append(v)
     return {k: summarise(v) for k, v in scores.items()}
 
 
