@@ -365,3 +365,18 @@ def test_chunk_caches_tile_the_clips_of_one_crop_and_mask_geometry(tmp_path) -> 
     got = chunk_caches(str(tmp_path), 200, zoomed)
     assert got is not None and all(p.endswith(f"{zoomed}.npz") for p in got) and len(got) == 2
     assert chunk_caches(str(tmp_path), 300) is None
+
+
+def test_the_decoder_stage_never_writes_over_a_checkpoint(tmp_path) -> None:  # noqa: ANN001
+    # python -m model.train.decoder --out DIR refuses a DIR that already holds a checkpoint,
+    # before any work, and leaves it as it was
+    import pytest
+
+    from model.train.decoder import main
+
+    out = tmp_path / "v23"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    with pytest.raises(SystemExit, match="already holds a checkpoint"):
+        main(["--init", str(tmp_path / "nowhere"), "--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"] and (out / "config.json").read_text() == "{}"
