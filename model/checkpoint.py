@@ -29,6 +29,14 @@ def hash_weights(h: Any, model: torch.nn.Module, skip: tuple[str, ...] = ()) -> 
             h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
 
 
+def hash_sources(h: Any, folder: str, names: tuple[str, ...]) -> None:
+    """Feed the bytes of the files ``names`` in ``folder`` into the hashlib object ``h`` (the
+    code a cached result was made by)."""
+    for name in names:
+        with open(os.path.join(folder, name), "rb") as fh:
+            h.update(fh.read())
+
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 

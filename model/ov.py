@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.checkpoint import hash_weights
+from model.checkpoint import hash_sources, hash_weights
 from model.network import Conditions, SayAnythingModel
 from model.pipeline import torch_threads
 from stream.errors import ModelError
@@ -80,10 +80,7 @@ def cache_key(model: SayAnythingModel) -> str:
     h = hashlib.sha256()
     h.update(f"{_openvino().__version__} {torch.__version__} {diffusers.__version__}".encode())
     h.update(json.dumps(dataclasses.asdict(model.config), sort_keys=True, default=str).encode())
-    here = os.path.dirname(os.path.abspath(__file__))
-    for name in _SOURCES:
-        with open(os.path.join(here, name), "rb") as fh:
-            h.update(fh.read())
+    hash_sources(h, os.path.dirname(os.path.abspath(__file__)), _SOURCES)
     hash_weights(h, model)
     return h.hexdigest()[:32]
 

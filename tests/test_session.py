@@ -439,33 +439,28 @@ def test_pixels_outside_the_mouth_mask_are_bit_identical() -> None:
     assert changed_inside == n  # the mouth was replaced in every frame (generated or at rest)
 
 
+def mask_sizes(attr: str, value: object, n: int = 20) -> tuple[int, int]:
+    """A live run of a model with ``attr`` = ``value``: the last chunk's mask pixels (crop) and
+    the pasted region's (frame)."""
+    clock = VirtualClock()
+    model = MarkerModel(clock=clock)
+    setattr(model, attr, value)
+    run = run_live(model, clock, moving_frames(n), loud_audio(n / FPS), [(0.2, 0.7)])
+    core, _ = mouth_regions(run)
+    return int(model.calls[-1].masks.sum()), int(core.sum())
+
+
 def test_the_engine_builds_the_mask_the_model_was_trained_with() -> None:
     # a model's own mask geometry (SayAnythingConfig.mask_scale) sizes the editing region the
     # chunks carry and the region pasted back
-    n = 20
-    sizes = []
-    for scale in [(1.0, 1.0), (1.25, 1.25)]:
-        clock = VirtualClock()
-        model = MarkerModel(clock=clock)
-        model.mask_scale = scale
-        run = run_live(model, clock, moving_frames(n), loud_audio(n / FPS), [(0.2, 0.7)])
-        core, support = mouth_regions(run)
-        sizes.append((int(model.calls[-1].masks.sum()), int(core.sum())))
+    sizes = [mask_sizes("mask_scale", scale) for scale in [(1.0, 1.0), (1.25, 1.25)]]
     assert sizes[1][0] > 1.3 * sizes[0][0] and sizes[1][1] > 1.3 * sizes[0][1]
 
 
 def test_the_engine_crops_as_close_as_the_model_was_trained_to() -> None:
     # a model's crop zoom (SayAnythingConfig.crop_zoom): the chunks' masks fill more of the crop,
     # and the region pasted back into the frame stays the same size
-    n = 20
-    sizes = []
-    for zoom in (1.0, 1.5):
-        clock = VirtualClock()
-        model = MarkerModel(clock=clock)
-        model.crop_zoom = zoom
-        run = run_live(model, clock, moving_frames(n), loud_audio(n / FPS), [(0.2, 0.7)])
-        core, _ = mouth_regions(run)
-        sizes.append((int(model.calls[-1].masks.sum()), int(core.sum())))
+    sizes = [mask_sizes("crop_zoom", zoom) for zoom in (1.0, 1.5)]
     assert sizes[1][0] > 1.8 * sizes[0][0]
     assert 0.8 < sizes[1][1] / sizes[0][1] < 1.25
 

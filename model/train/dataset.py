@@ -78,6 +78,13 @@ def mask_tag(config: SayAnythingConfig) -> str:
     return tag + ("" if config.crop_zoom == 1.0 else f"_z{config.crop_zoom:g}")
 
 
+def latents_path(cache: str, clips: int, config: SayAnythingConfig) -> str:
+    """Where the latents of training clips ``0..clips`` cut with ``config``'s crop and mask are
+    cached (``recipe_v2`` and the decoder stage share them); chunks cut by another engine
+    (``CACHE_VERSION``) are never reused."""
+    return os.path.join(cache, f"latents_train_0_{clips}_v1_{CACHE_VERSION}{mask_tag(config)}.npz")
+
+
 def clip_to_chunks(
     clip, config: SayAnythingConfig, detector: MediaPipeFaceDetector, face: FaceConfig
 ) -> ChunkSet | None:  # noqa: ANN001

@@ -38,7 +38,7 @@ import torch
 
 from model.checkpoint import hash_weights, load_checkpoint, save_checkpoint
 from model.configs import SayAnythingConfig
-from model.train.dataset import CACHE_VERSION, ChunkSet, build, mask_tag
+from model.train.dataset import CACHE_VERSION, ChunkSet, build, latents_path, mask_tag
 from model.train.fewstep import LatentSet, encode_latents, predicted_latents, tune_decoder
 
 log = logging.getLogger("decoder")
@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_checkpoint(args.init).float()
     chunks = training_chunks(model.config, args.cache, args.clips)
     log.info("%d chunks (%.0f s)", len(chunks), time.time() - t0)
-    # recipe_v2's name for the same latents (a larger mask: its tag)
-    lat_path = os.path.join(args.cache, f"latents_train_0_{args.clips}_v1_{CACHE_VERSION}{mask_tag(model.config)}.npz")
+    lat_path = latents_path(args.cache, args.clips, model.config)
     if os.path.isfile(lat_path):
         latents = LatentSet.load(lat_path)
     else:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from model.checkpoint import hash_sources
 from model.train.render import MouthShape, render_frame
 from model.train.synth import FPS, SAMPLE_RATE_HZ, Clip, cycled, rerender
 from stream.compositor import LUMA
@@ -190,29 +191,33 @@ ROWS = ("model", "passthrough", "audio_energy", "truth_readout")
 BASELINES = ROWS[1:]  # the rows that do not depend on the model
 
 
-def _baseline_key(clip: Clip, shown: np.ndarray, row: str) -> str:
-    """A key of everything one model-free row of one clip depends on: the clip, the input's mouth
-    track, and the code that renders and scores it. The audio counts for the energy row only:
-    eSpeak NG's noise sources make a clip's audio differ slightly from one process to the next
-    (the phoneme timing and so the truth do not), and the other rows never read it."""
-    h = hashlib.sha256(row.encode())
-    here = os.path.dirname(os.path.abspath(__file__))
-    for name in ("evaluate.py", "render.py", "synth.py"):
-        with open(os.path.join(here, name), "rb") as fh:
-            h.update(fh.read())
-    arrays = [clip.frames, clip.mouth, clip.keypoints, clip.speech, clip.blinks, shown]
-    for a in arrays + ([clip.audio] if row == "audio_energy" else []):
+def _clip_digest(clip: Clip, shown: np.ndarray) -> str:
+    """A digest of what every model-free row of one clip depends on: the clip but its audio, the
+    input's mouth track, and the code that renders and scores them. The audio is left out: eSpeak
+    NG's noise sources make a clip's audio differ slightly from one process to the next (the
+    phoneme timing and so the truth do not), and only the energy row reads it (``_baseline_key``)."""
+    h = hashlib.sha256()
+    hash_sources(h, os.path.dirname(os.path.abspath(__file__)), ("evaluate.py", "render.py", "synth.py"))
+    for a in (clip.frames, clip.mouth, clip.keypoints, clip.speech, clip.blinks, shown):
         h.update(np.ascontiguousarray(a).tobytes())
     h.update(repr((clip.poses, clip.style, clip.voice, clip.text)).encode())
+    return h.hexdigest()
+
+
+def _baseline_key(clip: Clip, digest: str, row: str) -> str:
+    """The cache key of one model-free row of one clip (``digest``: ``_clip_digest``)."""
+    h = hashlib.sha256(f"{row} {digest}".encode())
+    if row == "audio_energy":
+        h.update(np.ascontiguousarray(clip.audio).tobytes())
     return h.hexdigest()[:32]
 
 
-def _baseline_score(clip: Clip, shown: np.ndarray, row: str, cache: bool) -> ClipScores:
+def _baseline_score(clip: Clip, shown: np.ndarray, digest: str, row: str, cache: bool) -> ClipScores:
     """One model-free row of one clip, from the cache when an identical clip was scored by the
     same code before (these rows are about a third of an eval's time)."""
     from model.ov import cache_root
 
-    path = os.path.join(cache_root(), "eval", _baseline_key(clip, shown, row) + ".json")
+    path = os.path.join(cache_root(), "eval", _baseline_key(clip, digest, row) + ".json")
     if cache and os.path.isfile(path):
         with open(path) as fh:
             return ClipScores(**json.load(fh))
@@ -246,7 +251,7 @@ def evaluate(
     tracks of ``distractors``). ``rows``: which of ``ROWS`` to score. The baselines and the
     truth's readout do not depend on the model, and the readout is most of the time: with
     ``cache`` they are kept per clip under the project's cache folder, keyed by the clip, the
-    input's mouth track and the scoring code (``_baseline_key``)."""
+    input's mouth track and the scoring code (``_clip_digest``)."""
     if unknown := set(rows) - set(ROWS):
         raise ValueError(f"evaluate rows {sorted(unknown)}: choose from {ROWS}")
     scores: dict[str, list[ClipScores]] = {k: [] for k in rows}
@@ -256,9 +261,10 @@ def evaluate(
             out, _ = engine_output(clip, rerender(clip, shown), config, model)
             chunk = (config.chunk.chunk_frames, config.chunk.overlap_frames)
             scores["model"].append(score(out, clip, *chunk, source_open=shown[:, 0]))
-        for k in rows:
-            if k in BASELINES:
-                scores[k].append(_baseline_score(clip, shown, k, cache))
+        if base := [k for k in rows if k in BASELINES]:
+            digest = _clip_digest(clip, shown)
+            for k in base:
+                scores[k].append(_baseline_score(clip, shown, digest, k, cache))
     return {k: summarise(v) for k, v in scores.items()}
 
 

@@ -29,7 +29,7 @@ from model.conditioning import MouthAudioEncoder
 from model.configs import AudioEncoderConfig
 from model.network import SayAnythingModel
 from model.train import audio as audio_train
-from model.train.dataset import CACHE_VERSION, ChunkSet, build, mask_tag
+from model.train.dataset import CACHE_VERSION, ChunkSet, build, latents_path, mask_tag
 from model.train.fewstep import FewStepConfig, LatentSet, encode_latents, remask_latents, train_fewstep
 
 log = logging.getLogger("recipe_v2")
@@ -146,17 +146,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             log.info("audio pre-training: %s", json.dumps(report))
         model = initial_model(audio_dir, args.base)
-    # the latents of one chunk-cache version: chunks cut by another engine are never reused
-    lat_path = os.path.join(args.cache, f"latents_train_0_{args.clips}_v1_{CACHE_VERSION}.npz")
     if args.crop_zoom != 1.0:
         if args.mask_scale:
             raise SystemExit("--crop-zoom and --mask-scale: use one of them (the mask redraw needs whole-face crops)")
         model.config = dataclasses.replace(model.config, crop_zoom=args.crop_zoom)
-        lat_path = lat_path.replace(".npz", f"{mask_tag(model.config)}.npz")
+    lat_path = latents_path(args.cache, args.clips, model.config)
     if args.mask_scale:
         h, w = (float(v) for v in args.mask_scale.split(","))
         model.config = dataclasses.replace(model.config, mask_scale=(h, w))
-        scaled = lat_path.replace(".npz", f"{mask_tag(model.config)}.npz")
+        scaled = latents_path(args.cache, args.clips, model.config)
         if not os.path.isfile(scaled) and os.path.isfile(lat_path):
             # default-mask latents exist: redraw their masks (cheaper than rendering and encoding again)
             paths = chunk_caches(args.cache, args.clips)
