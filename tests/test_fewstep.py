@@ -380,3 +380,16 @@ def test_the_decoder_stage_never_writes_over_a_checkpoint(tmp_path) -> None:  # 
     with pytest.raises(SystemExit, match="already holds a checkpoint"):
         main(["--init", str(tmp_path / "nowhere"), "--out", str(out)])
     assert sorted(p.name for p in out.iterdir()) == ["config.json"] and (out / "config.json").read_text() == "{}"
+
+
+def test_recipe_v2_refuses_a_bad_crop_zoom_before_any_work(tmp_path) -> None:  # noqa: ANN001
+    import pytest
+
+    from model.train.recipe_v2 import main
+
+    out = str(tmp_path / "run")
+    with pytest.raises(SystemExit, match="--crop-zoom 0.5: must be >= 1"):
+        main(["--crop-zoom", "0.5", "--out", out, "--cache", str(tmp_path)])
+    with pytest.raises(SystemExit, match="use one of them"):
+        main(["--crop-zoom", "1.5", "--mask-scale", "1.2,1.2", "--out", out, "--cache", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written

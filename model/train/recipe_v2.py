@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pixel-weight", type=float, default=0.0, help="weight of the pixel L1 on the mask box")
     ap.add_argument("--delta-weight", type=float, default=0.0, help="weight of the frame-to-frame difference loss")
     args = ap.parse_args(argv)
+    if not args.crop_zoom >= 1.0:
+        raise SystemExit(f"--crop-zoom {args.crop_zoom}: must be >= 1 (1 is the whole-face crop)")
+    if args.crop_zoom != 1.0 and args.mask_scale:
+        raise SystemExit("--crop-zoom and --mask-scale: use one of them (the mask redraw needs whole-face crops)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t0 = time.time()
     audio_dir = os.path.join(args.out, "audio")
@@ -147,8 +151,6 @@ def main(argv: list[str] | None = None) -> int:
             log.info("audio pre-training: %s", json.dumps(report))
         model = initial_model(audio_dir, args.base)
     if args.crop_zoom != 1.0:
-        if args.mask_scale:
-            raise SystemExit("--crop-zoom and --mask-scale: use one of them (the mask redraw needs whole-face crops)")
         model.config = dataclasses.replace(model.config, crop_zoom=args.crop_zoom)
     lat_path = latents_path(args.cache, args.clips, model.config)
     if args.mask_scale:
