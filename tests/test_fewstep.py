@@ -393,3 +393,46 @@ def test_recipe_v2_refuses_a_bad_crop_zoom_before_any_work(tmp_path) -> None:  #
     with pytest.raises(SystemExit, match="use one of them"):
         main(["--crop-zoom", "1.5", "--mask-scale", "1.2,1.2", "--out", out, "--cache", str(tmp_path)])
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
+
+
+def test_audio_from_swaps_the_head_and_keeps_everything_else(tmp_path) -> None:  # noqa: ANN001
+    """recipe_v2 --audio-from: the audio trunk and head of an audio pre-training run replace the
+    model's (a head of another width included); the denoiser, the ID-guider, the VAE and the mouth
+    embedding the denoiser reads stay bit for bit; --steps 0 saves the result, never over a
+    checkpoint; a model that is not mouth_only is refused."""
+    import pytest
+
+    from model.checkpoint import save_checkpoint
+    from model.train.recipe_v2 import AUDIO_TRUNK, main
+
+    c = _config()
+    config = dataclasses.replace(c, mouth_film=True, audio=dataclasses.replace(c.audio, mouth_only=True))
+    torch.manual_seed(0)
+    base = SayAnythingModel(config).eval()
+    save_checkpoint(base, str(tmp_path / "base"))
+    head_cfg = dataclasses.replace(config.audio, hidden=24, mouth_only=False)
+    head = MouthAudioEncoder(head_cfg, config.unet.cross_attention_dim)
+    os.makedirs(tmp_path / "audio")
+    torch.save(
+        {"config": head_cfg.__dict__, "dim": 8, "state": head.state_dict()}, tmp_path / "audio" / "audio_encoder.pt"
+    )
+    args = ["--film-from", str(tmp_path / "base"), "--mouth-only", "--audio-from", str(tmp_path / "audio")]
+    main([*args, "--steps", "0", "--out", str(tmp_path / "swapped"), "--cache", str(tmp_path / "cache")])
+    got = load_checkpoint(str(tmp_path / "swapped"))
+    assert got.config.audio.hidden == 24 and got.config.audio.mouth_only
+    fp16 = lambda state: {k: v.half().float() for k, v in state.items()}  # noqa: E731 (saved as float16)
+    old, new, src = fp16(base.state_dict()), got.state_dict(), fp16(head.state_dict())
+    for k, v in new.items():
+        sub = k.removeprefix("audio_encoder.")
+        if k.startswith("audio_encoder.") and sub.startswith(AUDIO_TRUNK):
+            torch.testing.assert_close(v, src[sub])
+        else:
+            torch.testing.assert_close(v, old[k])
+    audio = torch.randn(1, 2, 4480) * 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(got.audio_encoder.features(audio)[1], head.half().float().features(audio)[1])
+    with pytest.raises(SystemExit, match="already holds a checkpoint"):
+        main([*args, "--steps", "0", "--out", str(tmp_path / "swapped"), "--cache", str(tmp_path / "cache")])
+    with pytest.raises(SystemExit, match="needs --film-from"):
+        main(["--audio-from", str(tmp_path / "audio"), "--out", str(tmp_path / "x"), "--cache", str(tmp_path)])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "cache").exists()

@@ -129,12 +129,18 @@ def run(
     config: AudioEncoderConfig | None = None,
     dim: int = 64,
     progress: Callable[[int, float], None] | None = None,
+    flite_utterances: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Build the speech data, pre-train, evaluate; save ``audio_encoder.pt`` and ``audio_eval.json``."""
+    """Build the speech data, pre-train, evaluate; save ``audio_encoder.pt`` and ``audio_eval.json``.
+    ``flite_utterances``: that many utterances of Flite's training voices join eSpeak NG's."""
     tc = tc or AudioTrainConfig()
     config = config or AudioEncoderConfig(kind="mouth", n_mels=40, hidden=96, tokens_per_frame=2)
     before, after = config.window_before_ms, config.window_after_ms
     train = build_frames("train", range(utterances), before, after, cache)
+    if flite_utterances:
+        flite = build_frames("train", range(flite_utterances), before, after, cache, engine="flite")
+        flite.utterance = flite.utterance + utterances
+        train = FrameSet.concat([train, flite])
     log.info("audio pre-training on %d frames (%.1f h of speech)", len(train), len(train) / 25 / 3600)
     enc = pretrain(MouthAudioEncoder(config, dim), train, tc, progress)
     report: dict[str, dict[str, float]] = {
@@ -145,5 +151,38 @@ def run(
         {"config": config.__dict__, "dim": dim, "state": enc.state_dict()}, os.path.join(out, "audio_encoder.pt")
     )
     with open(os.path.join(out, "audio_eval.json"), "w") as fh:
-        json.dump({"frames": len(train), "steps": tc.steps, **report}, fh, indent=2)
+        json.dump(
+            {"frames": len(train), "flite_utterances": flite_utterances, "steps": tc.steps, **report}, fh, indent=2
+        )
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Pre-train the mouth audio encoder on many voices (eSpeak NG, Flite)")
+    ap.add_argument("--out", required=True, help="folder for audio_encoder.pt and audio_eval.json")
+    ap.add_argument("--cache", default="runs/cache")
+    ap.add_argument("--utterances", type=int, default=2000, help="eSpeak NG utterances")
+    ap.add_argument("--flite-utterances", type=int, default=600, help="Flite utterances (apt-get install flite)")
+    ap.add_argument("--steps", type=int, default=4000)
+    args = ap.parse_args(argv)
+    if os.path.isfile(os.path.join(args.out, "audio_encoder.pt")):
+        raise SystemExit(f"--out {args.out}: already holds an audio_encoder.pt; choose a new folder")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    report = run(
+        args.out,
+        args.utterances,
+        60,
+        AudioTrainConfig(steps=args.steps),
+        args.cache,
+        AudioEncoderConfig(kind="mouth", n_mels=40, hidden=96, tokens_per_frame=2),
+        64,
+        flite_utterances=args.flite_utterances,
+    )
+    log.info("held-out voices: %s", json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

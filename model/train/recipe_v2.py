@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from model.checkpoint import load_checkpoint
+from model.checkpoint import WEIGHTS_NAME, load_checkpoint, save_checkpoint
 from model.conditioning import MouthAudioEncoder
 from model.configs import AudioEncoderConfig
 from model.network import SayAnythingModel
@@ -68,6 +68,40 @@ def converted_model(init: str, film: bool = True, mouth_only: bool = False) -> S
     return model.float()
 
 
+# what ``--audio-from`` swaps: the trunk and head the audio pre-training trains, and ``proj``,
+# which follows the trunk's width and which a mouth_only model does not use
+AUDIO_TRUNK = ("net.", "blocks.", "head.", "proj.")
+
+
+def with_audio_head(model: SayAnythingModel, audio_dir: str) -> SayAnythingModel:
+    """``model`` (a ``mouth_only`` checkpoint) with the audio trunk and head of an audio
+    pre-training run (``audio_dir/audio_encoder.pt``, from ``python -m model.train.audio``) in
+    place of its own. Nothing else changes: a ``mouth_only`` denoiser hears only the four mouth
+    parameters the head predicts, through the model's own mouth embedding, so a head trained on
+    more voices drops in."""
+    path = os.path.join(audio_dir, "audio_encoder.pt")
+    if not os.path.isfile(path):
+        raise SystemExit(f"--audio-from {audio_dir}: no audio_encoder.pt there (python -m model.train.audio --out DIR)")
+    enc = model.audio_encoder
+    if not (isinstance(enc, MouthAudioEncoder) and enc.config.mouth_only):
+        raise SystemExit("--audio-from: the model must be a mouth_only one (--film-from a v2.2 checkpoint)")
+    saved = torch.load(path, weights_only=False)
+    sc = saved["config"]
+    audio = dataclasses.replace(
+        model.config.audio,
+        hidden=sc["hidden"],
+        n_mels=sc["n_mels"],
+        window_before_ms=sc["window_before_ms"],
+        window_after_ms=sc["window_after_ms"],
+    )
+    new = SayAnythingModel(dataclasses.replace(model.config, audio=audio))
+    keep = tuple("audio_encoder." + t for t in AUDIO_TRUNK)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(keep)}
+    state.update({"audio_encoder." + k: v for k, v in saved["state"].items() if k.startswith(AUDIO_TRUNK)})
+    new.load_state_dict(state, strict=True)
+    return new.float()
+
+
 def chunk_caches(cache: str, clips: int, tag: str = "") -> list[str] | None:
     """The chunk caches (``train_<a>_<b>_<px>_<L>_<version><tag>.npz``; ``tag``: ``mask_tag`` of
     the model's crop and mask, empty for the defaults) whose seed ranges tile ``0..clips`` in
@@ -107,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="--film-from: the denoiser's audio tokens carry the predicted mouth parameters only",
     )
+    ap.add_argument(
+        "--audio-from",
+        default="",
+        help="--film-from with --mouth-only: replace the audio trunk and head by this audio pre-training's "
+        "(python -m model.train.audio --out DIR); with --steps 0 the swapped model is saved as it is",
+    )
     ap.add_argument("--no-film", action="store_true", help="--film-from: do not add the per-frame mouth FiLM")
     ap.add_argument("--mouth-noise", type=float, default=0.0, help="noise on the mouth parameters given")
     ap.add_argument("--freeze-audio", action="store_true", help="keep the pre-trained audio trunk and head fixed")
@@ -130,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.crop_zoom >= 1.0:
         raise SystemExit(f"--crop-zoom {args.crop_zoom}: must be >= 1 (1 is the whole-face crop)")
+    if args.audio_from and not (args.film_from and args.mouth_only):
+        raise SystemExit("--audio-from: needs --film-from CHECKPOINT --mouth-only (the head is swapped into it)")
     if args.crop_zoom != 1.0 and args.mask_scale:
         raise SystemExit("--crop-zoom and --mask-scale: use one of them (the mask redraw needs whole-face crops)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -137,6 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     audio_dir = os.path.join(args.out, "audio")
     if args.film_from:
         model = converted_model(args.film_from, film=not args.no_film, mouth_only=args.mouth_only)
+        if args.audio_from:
+            model = with_audio_head(model, args.audio_from)
+            if args.steps == 0:
+                if os.path.isfile(os.path.join(args.out, WEIGHTS_NAME)):
+                    raise SystemExit(f"--out {args.out}: already holds a checkpoint; choose a new folder")
+                save_checkpoint(model.eval(), args.out, torch.float16)
+                log.info("model with the audio head of %s saved to %s", args.audio_from, args.out)
+                return 0
     else:
         if not os.path.isfile(os.path.join(audio_dir, "audio_encoder.pt")):
             report = audio_train.run(

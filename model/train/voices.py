@@ -20,6 +20,8 @@ from typing import Literal
 import numpy as np
 
 from model.train.dataset import NpzRecord
+from model.train.flite import TRAIN_VOICES as FLITE_VOICES
+from model.train.flite import Flite
 from model.train.speech import ESpeak, Phoneme
 from model.train.synth import FPS, SAMPLE_RATE_HZ, augment_audio, mouth_track, speak, speech_flags
 from stream.audio import AudioRing
@@ -169,6 +171,34 @@ def make_speech(seed: int, split: VoiceSplit, engine: ESpeak, augment: bool = Tr
     return Speech(audio, mouth, speech, voice, " / ".join(texts))
 
 
+def make_flite_speech(seed: int, engine: Flite, augment: bool = True) -> Speech:
+    """Like :func:`make_speech` for the training split, spoken by Flite (``model/train/flite.py``):
+    English sentences of the clip generator's vocabulary, one of Flite's training voices."""
+    from model.train.synth import random_text
+
+    rng = np.random.default_rng([seed, 14])
+    voice = str(rng.choice(FLITE_VOICES))
+    rate, pitch = int(rng.integers(110, 230)), int(rng.integers(15, 85))
+    t = float(rng.uniform(0.1, 0.6))
+    pieces = [np.zeros(round(t * SAMPLE_RATE_HZ), np.float32)]
+    phonemes: list[Phoneme] = []
+    texts = []
+    for _ in range(int(rng.integers(1, 4))):
+        tx = random_text(rng)
+        texts.append(tx)
+        t = speak(engine, tx, voice, rate, pitch, t, pieces, phonemes)
+        gap = float(rng.uniform(0.2, 0.7) if rng.random() < 0.7 else rng.uniform(1.0, 2.0))
+        phonemes.append(Phoneme("_", t))
+        pieces.append(np.zeros(round(gap * SAMPLE_RATE_HZ), np.float32))
+        t += gap
+    audio = np.concatenate(pieces)
+    mouth = mouth_track(phonemes, audio.shape[0] / SAMPLE_RATE_HZ)
+    speech = speech_flags(phonemes, mouth.shape[0])
+    if augment:
+        audio = augment_audio(audio, rng)
+    return Speech(audio, mouth, speech, f"flite:{voice}", " / ".join(texts))
+
+
 def frame_windows(audio: np.ndarray, n_frames: int, before_ms: int, after_ms: int) -> np.ndarray:
     """(n_frames, n) audio windows around each frame's time, exactly as the engine cuts them
     (``stream.chunker.audio_windows`` on a ring holding the whole stream)."""
@@ -191,18 +221,30 @@ class FrameSet(NpzRecord):
 
 
 def build_frames(
-    split: VoiceSplit, seeds: range, before_ms: int, after_ms: int, cache_dir: str | None = None
+    split: VoiceSplit,
+    seeds: range,
+    before_ms: int,
+    after_ms: int,
+    cache_dir: str | None = None,
+    engine: Literal["espeak", "flite"] = "espeak",
 ) -> FrameSet:
+    """The frames of utterances ``seeds`` of ``split``, spoken by eSpeak NG, or by Flite
+    (``engine="flite"``, training split only)."""
+    if engine == "flite" and split != "train":
+        raise ValueError(f"Flite speech is for training only, not the {split!r} split")
     path = None
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
-        path = os.path.join(cache_dir, f"speech_{split}_{seeds.start}_{seeds.stop}_{before_ms}_{after_ms}_v1.npz")
+        tag = "" if engine == "espeak" else f"_{engine}"
+        name = f"speech_{split}{tag}_{seeds.start}_{seeds.stop}_{before_ms}_{after_ms}_v1.npz"
+        path = os.path.join(cache_dir, name)
         if os.path.isfile(path):
             return FrameSet.load(path)
-    engine = ESpeak()
+    flite = Flite() if engine == "flite" else None
+    espeak = ESpeak() if flite is None else None
     parts = []
     for k, s in enumerate(seeds):
-        sp = make_speech(s, split, engine)
+        sp = make_flite_speech(s, flite) if flite is not None else make_speech(s, split, espeak)  # type: ignore[arg-type]
         win = frame_windows(sp.audio, len(sp.mouth), before_ms, after_ms).astype(np.float16)
         parts.append(FrameSet(win, sp.mouth, sp.speech, np.full(len(sp.mouth), k, np.int32)))
     out = FrameSet.concat(parts)

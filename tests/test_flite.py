@@ -1,0 +1,82 @@
+"""Flite as a training speech engine (model/train/flite.py): deterministic, its phone timing
+matches its audio, and the speakers of the unseen-engine evaluation never train.
+
+Flite is a Debian package (``flite``); .ci/run installs it and sets SAYANYTHING_REQUIRE_FLITE=1
+so these tests run there instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from model.train.festival import TO_ESPEAK
+from model.train.flite import HELD_OUT, TRAIN_VOICES, Flite
+from model.train.synth import viseme_of
+from model.train.voices import build_frames, make_flite_speech
+from stream.errors import ModelError
+
+if shutil.which("flite") is None:
+    if os.environ.get("SAYANYTHING_REQUIRE_FLITE") == "1":
+        raise RuntimeError("flite is required here (SAYANYTHING_REQUIRE_FLITE=1) but not installed")
+    pytest.skip("flite is not installed: apt-get install flite", allow_module_level=True)
+
+TEXT = "Maybe we should meet at noon tomorrow."
+
+
+@pytest.fixture(scope="module")
+def flite() -> Flite:
+    return Flite()
+
+
+@pytest.mark.parametrize("voice", TRAIN_VOICES)
+def test_the_same_text_gives_the_same_audio_and_phones(flite: Flite, voice: str) -> None:
+    a = flite.synthesize("Hello there, how are you?", voice, 160)
+    b = flite.synthesize("Hello there, how are you?", voice, 160)
+    assert a.sample_rate_hz == 16000 and a.duration_s > 0.8
+    assert np.array_equal(a.audio, b.audio) and a.phonemes == b.phonemes
+    names = [p.name for p in a.phonemes]
+    assert names[0] == "_" and names[-1] == "_" and "h" in names
+    assert set(names) <= set(TO_ESPEAK.values())  # every phone mapped to an eSpeak mnemonic
+
+
+@pytest.mark.parametrize("voice", TRAIN_VOICES)
+def test_phone_timing_matches_the_audio(flite: Flite, voice: str) -> None:
+    u = flite.synthesize(TEXT, voice, 160)
+    starts = np.array([p.start_s for p in u.phonemes])
+    assert starts[0] == 0.0 and np.all(np.diff(starts) > 0) and starts[-1] < u.duration_s
+    ends = [*starts[1:], u.duration_s]
+    r = u.sample_rate_hz
+
+    def rms(t0: float, t1: float) -> float:
+        seg = u.audio[int(t0 * r) : int(t1 * r)]
+        return float(np.sqrt(np.mean(seg**2)))
+
+    pauses = [rms(s, e) for p, s, e in zip(u.phonemes, starts, ends, strict=True) if p.name == "_" and e - s > 0.05]
+    opens = [rms(s, e) for p, s, e in zip(u.phonemes, starts, ends, strict=True) if viseme_of(p.name)[0] >= 0.5]
+    assert pauses and len(opens) >= 5
+    assert max(pauses) < 0.1 * float(np.median(opens))  # silence where the segments say pause
+    slow = flite.synthesize(TEXT, voice, 110)
+    assert slow.duration_s > 1.2 * u.duration_s  # the rate stretches the phones
+
+
+def test_the_unseen_engine_speakers_never_train(flite: Flite) -> None:
+    assert not set(TRAIN_VOICES) & set(HELD_OUT)
+    for voice in HELD_OUT:
+        with pytest.raises(ModelError, match="unseen-engine"):
+            flite.synthesize(TEXT, voice)
+    with pytest.raises(ValueError, match="training only"):
+        build_frames("test_english", range(1), 200, 80, engine="flite")
+
+
+def test_flite_speech_is_deterministic_and_opens_the_mouth_while_it_speaks(flite: Flite) -> None:
+    a, b = make_flite_speech(3, flite), make_flite_speech(3, flite)
+    assert a.voice == b.voice and a.voice.removeprefix("flite:") in TRAIN_VOICES
+    assert np.array_equal(a.audio, b.audio) and np.array_equal(a.mouth, b.mouth)
+    assert a.speech.any() and (~a.speech).any()
+    assert a.mouth[a.speech, 0].mean() > 3 * a.mouth[~a.speech, 0].mean()
+    frames = build_frames("train", range(2), 200, 80, engine="flite")
+    assert frames.audio.shape == (len(frames.mouth), (200 + 80) * 16)
