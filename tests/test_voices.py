@@ -37,6 +37,26 @@ def test_deterministic(engine: ESpeak) -> None:
     np.testing.assert_allclose(a.mouth, b.mouth, atol=0.05)
 
 
+def test_english_word_speech_keeps_the_held_out_english_voices_out(engine: ESpeak) -> None:
+    """The English-words source speaks the clip vocabulary with the training split's English
+    voices only: never a held-out English voice or variant; its truth follows its audio."""
+    from model.train.synth import WORDS
+
+    held = set(V.HELD_OUT_VARIANTS)
+    for seed in range(6):
+        sp = V.make_english_speech(seed, engine, augment=False)
+        lang, _, var = sp.voice.partition("+")
+        assert lang.lower().startswith("en") and lang.lower() not in V.HELD_OUT_ENGLISH and var not in held
+        words = sp.text.replace("/", " ").replace(".", " ").replace("?", " ").replace("!", " ").lower().split()
+        assert words and set(words) <= {w.lower() for w in WORDS}
+        hop = 640
+        rms = np.array([np.sqrt(np.mean(sp.audio[i * hop : (i + 1) * hop] ** 2) + 1e-12) for i in range(len(sp.mouth))])
+        assert rms[sp.speech].mean() > 8 * rms[~sp.speech].mean()  # word-final sounds ring into the pauses
+        assert np.corrcoef(rms, sp.mouth[:, 0])[0, 1] > 0.3
+    with pytest.raises(ValueError, match="training only"):
+        V.build_frames("test_languages", range(1), 200, 80, engine="english")
+
+
 @pytest.mark.parametrize("lang", ["ru", "hi", "cmn", "ko", "ja", "el", "ar"])
 def test_text_in_the_language_script_is_not_read_as_english(engine: ESpeak, lang: str) -> None:
     rng = np.random.default_rng(0)

@@ -130,17 +130,20 @@ def run(
     dim: int = 64,
     progress: Callable[[int, float], None] | None = None,
     flite_utterances: int = 0,
+    english_utterances: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Build the speech data, pre-train, evaluate; save ``audio_encoder.pt`` and ``audio_eval.json``.
-    ``flite_utterances``: that many utterances of Flite's training voices join eSpeak NG's."""
+    ``flite_utterances``: that many utterances of Flite's training voices join eSpeak NG's;
+    ``english_utterances``: that many of eSpeak NG's English training voices in English words."""
     tc = tc or AudioTrainConfig()
     config = config or AudioEncoderConfig(kind="mouth", n_mels=40, hidden=96, tokens_per_frame=2)
     before, after = config.window_before_ms, config.window_after_ms
     train = build_frames("train", range(utterances), before, after, cache)
-    if flite_utterances:
-        flite = build_frames("train", range(flite_utterances), before, after, cache, engine="flite")
-        flite.utterance = flite.utterance + utterances
-        train = FrameSet.concat([train, flite])
+    for n, engine in ((flite_utterances, "flite"), (english_utterances, "english")):
+        if n:
+            more = build_frames("train", range(n), before, after, cache, engine=engine)  # type: ignore[arg-type]
+            more.utterance = more.utterance + int(train.utterance.max()) + 1
+            train = FrameSet.concat([train, more])
     log.info("audio pre-training on %d frames (%.1f h of speech)", len(train), len(train) / 25 / 3600)
     enc = pretrain(MouthAudioEncoder(config, dim), train, tc, progress)
     report: dict[str, dict[str, float]] = {
@@ -152,7 +155,15 @@ def run(
     )
     with open(os.path.join(out, "audio_eval.json"), "w") as fh:
         json.dump(
-            {"frames": len(train), "flite_utterances": flite_utterances, "steps": tc.steps, **report}, fh, indent=2
+            {
+                "frames": len(train),
+                "flite_utterances": flite_utterances,
+                "english_utterances": english_utterances,
+                "steps": tc.steps,
+                **report,
+            },
+            fh,
+            indent=2,
         )
     return report
 
@@ -165,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default="runs/cache")
     ap.add_argument("--utterances", type=int, default=2000, help="eSpeak NG utterances")
     ap.add_argument("--flite-utterances", type=int, default=600, help="Flite utterances (apt-get install flite)")
+    ap.add_argument("--english-utterances", type=int, default=1000, help="eSpeak NG English voices, English words")
     ap.add_argument("--steps", type=int, default=4000)
     args = ap.parse_args(argv)
     if os.path.isfile(os.path.join(args.out, "audio_encoder.pt")):
@@ -179,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         AudioEncoderConfig(kind="mouth", n_mels=40, hidden=96, tokens_per_frame=2),
         64,
         flite_utterances=args.flite_utterances,
+        english_utterances=args.english_utterances,
     )
     log.info("held-out voices: %s", json.dumps(report))
     return 0

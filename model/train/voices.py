@@ -14,6 +14,7 @@ No rendering is needed, so hours of speech are cheap.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -171,20 +172,31 @@ def make_speech(seed: int, split: VoiceSplit, engine: ESpeak, augment: bool = Tr
     return Speech(audio, mouth, speech, voice, " / ".join(texts))
 
 
-def make_flite_speech(seed: int, engine: Flite, augment: bool = True) -> Speech:
-    """Like :func:`make_speech` for the training split, spoken by Flite (``model/train/flite.py``):
-    English sentences of the clip generator's vocabulary, one of Flite's training voices."""
+def make_english_speech(seed: int, engine: ESpeak, augment: bool = True) -> Speech:
+    """Like :func:`make_speech` for the training split, in English words (the clip generator's
+    vocabulary) rather than pseudo-words: one of the training split's English voices and
+    variants, so the head hears real English words from many more voices than the 8 of the
+    rendered training clips. The held-out English voices and variants stay out."""
     from model.train.synth import random_text
 
-    rng = np.random.default_rng([seed, 14])
-    voice = str(rng.choice(FLITE_VOICES))
+    rng = np.random.default_rng([seed, 15])
+    langs, vars_ = voices("train")
+    english = [x for x in langs if x.lower().startswith("en")]
+    lang, var = str(rng.choice(english)), str(rng.choice(vars_))
+    return _spoken(rng, engine, f"{lang}+{var}" if var else lang, lambda: random_text(rng), augment)
+
+
+def _spoken(
+    rng: np.random.Generator, engine: ESpeak | Flite, voice: str, say: Callable[[], str], augment: bool
+) -> Speech:
+    """Silence, 1-3 sentences of ``voice`` separated by pauses, silence."""
     rate, pitch = int(rng.integers(110, 230)), int(rng.integers(15, 85))
     t = float(rng.uniform(0.1, 0.6))
     pieces = [np.zeros(round(t * SAMPLE_RATE_HZ), np.float32)]
     phonemes: list[Phoneme] = []
     texts = []
     for _ in range(int(rng.integers(1, 4))):
-        tx = random_text(rng)
+        tx = say()
         texts.append(tx)
         t = speak(engine, tx, voice, rate, pitch, t, pieces, phonemes)
         gap = float(rng.uniform(0.2, 0.7) if rng.random() < 0.7 else rng.uniform(1.0, 2.0))
@@ -196,7 +208,18 @@ def make_flite_speech(seed: int, engine: Flite, augment: bool = True) -> Speech:
     speech = speech_flags(phonemes, mouth.shape[0])
     if augment:
         audio = augment_audio(audio, rng)
-    return Speech(audio, mouth, speech, f"flite:{voice}", " / ".join(texts))
+    return Speech(audio, mouth, speech, voice, " / ".join(texts))
+
+
+def make_flite_speech(seed: int, engine: Flite, augment: bool = True) -> Speech:
+    """Like :func:`make_speech` for the training split, spoken by Flite (``model/train/flite.py``):
+    English sentences of the clip generator's vocabulary, one of Flite's training voices."""
+    from model.train.synth import random_text
+
+    rng = np.random.default_rng([seed, 14])
+    voice = str(rng.choice(FLITE_VOICES))
+    sp = _spoken(rng, engine, voice, lambda: random_text(rng), augment)
+    return Speech(sp.audio, sp.mouth, sp.speech, f"flite:{voice}", sp.text)
 
 
 def frame_windows(audio: np.ndarray, n_frames: int, before_ms: int, after_ms: int) -> np.ndarray:
@@ -226,12 +249,13 @@ def build_frames(
     before_ms: int,
     after_ms: int,
     cache_dir: str | None = None,
-    engine: Literal["espeak", "flite"] = "espeak",
+    engine: Literal["espeak", "flite", "english"] = "espeak",
 ) -> FrameSet:
-    """The frames of utterances ``seeds`` of ``split``, spoken by eSpeak NG, or by Flite
-    (``engine="flite"``, training split only)."""
-    if engine == "flite" and split != "train":
-        raise ValueError(f"Flite speech is for training only, not the {split!r} split")
+    """The frames of utterances ``seeds`` of ``split``, spoken by eSpeak NG, or, for the training
+    split only, by Flite (``engine="flite"``) or by eSpeak NG's English voices in English words
+    (``engine="english"``)."""
+    if engine != "espeak" and split != "train":
+        raise ValueError(f"{engine} speech is for training only, not the {split!r} split")
     path = None
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
@@ -244,7 +268,12 @@ def build_frames(
     espeak = ESpeak() if flite is None else None
     parts = []
     for k, s in enumerate(seeds):
-        sp = make_flite_speech(s, flite) if flite is not None else make_speech(s, split, espeak)  # type: ignore[arg-type]
+        if flite is not None:
+            sp = make_flite_speech(s, flite)
+        elif engine == "english":
+            sp = make_english_speech(s, espeak)  # type: ignore[arg-type]
+        else:
+            sp = make_speech(s, split, espeak)  # type: ignore[arg-type]
         win = frame_windows(sp.audio, len(sp.mouth), before_ms, after_ms).astype(np.float16)
         parts.append(FrameSet(win, sp.mouth, sp.speech, np.full(len(sp.mouth), k, np.int32)))
     out = FrameSet.concat(parts)
