@@ -3,11 +3,13 @@ against the same model given the true ones (mouth_only checkpoints), with the du
 with the clip's own video as input.
 
     python benchmarks/render_fidelity.py --checkpoint model/weights/tiny --split test_languages --clips 3
+    python benchmarks/render_fidelity.py --checkpoint model/weights/tiny --split test_engines --truth-params open
 
 Each held-out clip runs through the real engine four times. The first run is as ``eval`` runs
 it: the input video shows an unrelated mouth (the original speaker's, when dubbing). In the
 second, the audio encoder's predicted parameters are replaced by the clip's truth for the
-chunk's frames, and nothing else changes. The last two repeat both with the clip's own video as
+chunk's frames (all four, or with ``--truth-params`` the opening or the shape only), and nothing
+else changes. The last two repeat both with the clip's own video as
 the input, where nothing the model sees contradicts the truth. Each run's openness correlation
 against the truth is printed. If the truth-forced figure is no better, the rendering is the
 limit, not the audio; if the own-video figures are better, the dubbed input's mouth (the leak)
@@ -34,6 +36,8 @@ from model.train.synth import FPS, cycled, make_clip, rerender  # noqa: E402
 from stream.config import load  # noqa: E402
 
 HEAD = ("dubbed/audio", "dubbed/truth", "own video/audio", "own video/truth")
+# which of the four parameters (open, width, round, lip bite) the truth runs take from the truth
+PARAMS = {"all": (1, 1, 1, 1), "open": (1, 0, 0, 0), "shape": (0, 1, 1, 1)}
 
 
 def main() -> int:
@@ -41,6 +45,13 @@ def main() -> int:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--split", default="test_languages", choices=("test", "test_languages", "test_engines"))
     ap.add_argument("--clips", type=int, default=3)
+    ap.add_argument(
+        "--truth-params",
+        choices=tuple(PARAMS),
+        default="all",
+        help="which true parameters replace the head's in the truth runs: all four, the opening only, "
+        "or the shape only (width, rounding, lip bite)",
+    )
     args = ap.parse_args()
     cfg = load(None, ["model.steps=1"])
     pipe = SayAnythingPipeline.from_config(load_checkpoint(args.checkpoint), cfg.model)
@@ -62,6 +73,7 @@ def main() -> int:
             return tokens, mouth
         idx = np.clip(np.round(times * FPS).astype(int), 0, len(truth) - 1)
         m = torch.from_numpy(truth[idx]).to(mouth.dtype)[None]
+        m = torch.where(torch.tensor(PARAMS[args.truth_params], dtype=torch.bool), m, mouth)
         return enc.tokens_from_mouth(m), m
 
     pipe.generate = remember_times  # type: ignore[method-assign]
