@@ -40,19 +40,23 @@ def test_deterministic(engine: ESpeak) -> None:
 def test_english_word_speech_keeps_the_held_out_english_voices_out(engine: ESpeak) -> None:
     """The English-words source speaks the clip vocabulary with the training split's English
     voices only: never a held-out English voice or variant; its truth follows its audio."""
-    from model.train.synth import WORDS
+    from model.train.synth import VOICES, WORDS
 
     held = set(V.HELD_OUT_VARIANTS)
-    for seed in range(6):
+    seen = []
+    for seed in range(8):
         sp = V.make_english_speech(seed, engine, augment=False)
         lang, _, var = sp.voice.partition("+")
-        assert lang.lower().startswith("en") and lang.lower() not in V.HELD_OUT_ENGLISH and var not in held
+        seen.append(sp.voice in VOICES["train"])
+        assert sp.voice not in VOICES["test"] and lang.lower().startswith("en")
+        assert sp.voice in VOICES["train"] or (lang.lower() not in V.HELD_OUT_ENGLISH and var not in held)
         words = sp.text.replace("/", " ").replace(".", " ").replace("?", " ").replace("!", " ").lower().split()
         assert words and set(words) <= {w.lower() for w in WORDS}
         hop = 640
         rms = np.array([np.sqrt(np.mean(sp.audio[i * hop : (i + 1) * hop] ** 2) + 1e-12) for i in range(len(sp.mouth))])
         assert rms[sp.speech].mean() > 8 * rms[~sp.speech].mean()  # word-final sounds ring into the pauses
         assert np.corrcoef(rms, sp.mouth[:, 0])[0, 1] > 0.3
+    assert any(seen) and not all(seen)  # both the clips' voices and the others
     with pytest.raises(ValueError, match="training only"):
         V.build_frames("test_languages", range(1), 200, 80, engine="english")
 

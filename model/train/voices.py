@@ -174,16 +174,21 @@ def make_speech(seed: int, split: VoiceSplit, engine: ESpeak, augment: bool = Tr
 
 def make_english_speech(seed: int, engine: ESpeak, augment: bool = True) -> Speech:
     """Like :func:`make_speech` for the training split, in English words (the clip generator's
-    vocabulary) rather than pseudo-words: one of the training split's English voices and
-    variants, so the head hears real English words from many more voices than the 8 of the
-    rendered training clips. The held-out English voices and variants stay out."""
-    from model.train.synth import random_text
+    vocabulary) rather than pseudo-words. Half the utterances use the 8 voices of the rendered
+    training clips (``synth.VOICES["train"]``), half any of the training split's English voices
+    and variants, so the head hears English words from many more voices than those 8. The
+    test clips' voices (``synth.VOICES["test"]``) and the held-out variants stay out."""
+    from model.train.synth import VOICES, random_text
 
     rng = np.random.default_rng([seed, 15])
-    langs, vars_ = voices("train")
-    english = [x for x in langs if x.lower().startswith("en")]
-    lang, var = str(rng.choice(english)), str(rng.choice(vars_))
-    return _spoken(rng, engine, f"{lang}+{var}" if var else lang, lambda: random_text(rng), augment)
+    if rng.random() < 0.5:  # the voices of the rendered training clips, which the model trains on anyway
+        voice = str(rng.choice(VOICES["train"]))
+    else:
+        langs, vars_ = voices("train")
+        english = [x for x in langs if x.lower().startswith("en")]
+        lang, var = str(rng.choice(english)), str(rng.choice(vars_))
+        voice = f"{lang}+{var}" if var else lang
+    return _spoken(rng, engine, voice, lambda: random_text(rng), augment)
 
 
 def _spoken(
@@ -259,7 +264,7 @@ def build_frames(
     path = None
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
-        tag = "" if engine == "espeak" else f"_{engine}"
+        tag = {"espeak": "", "flite": "_flite", "english": "_english2"}[engine]
         name = f"speech_{split}{tag}_{seeds.start}_{seeds.stop}_{before_ms}_{after_ms}_v1.npz"
         path = os.path.join(cache_dir, name)
         if os.path.isfile(path):
