@@ -12,10 +12,10 @@ import shutil
 
 import numpy as np
 import pytest
+from speech_checks import assert_phone_timing_matches_the_audio
 
 from model.train.festival import TO_ESPEAK
 from model.train.flite import HELD_OUT, TRAIN_VOICES, Flite
-from model.train.synth import viseme_of
 from model.train.voices import build_frames, make_flite_speech
 from stream.errors import ModelError
 
@@ -45,22 +45,7 @@ def test_the_same_text_gives_the_same_audio_and_phones(flite: Flite, voice: str)
 
 @pytest.mark.parametrize("voice", TRAIN_VOICES)
 def test_phone_timing_matches_the_audio(flite: Flite, voice: str) -> None:
-    u = flite.synthesize(TEXT, voice, 160)
-    starts = np.array([p.start_s for p in u.phonemes])
-    assert starts[0] == 0.0 and np.all(np.diff(starts) > 0) and starts[-1] < u.duration_s
-    ends = [*starts[1:], u.duration_s]
-    r = u.sample_rate_hz
-
-    def rms(t0: float, t1: float) -> float:
-        seg = u.audio[int(t0 * r) : int(t1 * r)]
-        return float(np.sqrt(np.mean(seg**2)))
-
-    pauses = [rms(s, e) for p, s, e in zip(u.phonemes, starts, ends, strict=True) if p.name == "_" and e - s > 0.05]
-    opens = [rms(s, e) for p, s, e in zip(u.phonemes, starts, ends, strict=True) if viseme_of(p.name)[0] >= 0.5]
-    assert pauses and len(opens) >= 5
-    assert max(pauses) < 0.1 * float(np.median(opens))  # silence where the segments say pause
-    slow = flite.synthesize(TEXT, voice, 110)
-    assert slow.duration_s > 1.2 * u.duration_s  # the rate stretches the phones
+    assert_phone_timing_matches_the_audio(flite.synthesize(TEXT, voice, 160), flite.synthesize(TEXT, voice, 110))
 
 
 def test_the_unseen_engine_speakers_never_train(flite: Flite) -> None:

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         60,
         AudioTrainConfig(steps=args.steps),
         args.cache,
-        AudioEncoderConfig(kind="mouth", n_mels=40, hidden=96, tokens_per_frame=2),
+        None,  # run's default: the shipped head's shape
         64,
         flite_utterances=args.flite_utterances,
         english_utterances=args.english_utterances,

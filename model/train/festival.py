@@ -43,6 +43,25 @@ def _scheme_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def read_pcm16(path: str, engine: str) -> tuple[np.ndarray, int]:
+    """A 16-bit WAV that ``engine`` wrote -> (float32 mono in [-1, 1], sample rate)."""
+    with wave.open(path) as w:
+        rate, n, width, channels = w.getframerate(), w.getnframes(), w.getsampwidth(), w.getnchannels()
+        raw = w.readframes(n)
+    if width != 2:
+        raise ModelError(f"{engine} wrote {8 * width}-bit audio; expected 16-bit")
+    return np.frombuffer(raw, "<i2").reshape(-1, channels).mean(axis=1).astype(np.float32) / 32768.0, rate
+
+
+def phones_from_ends(ends: list[tuple[str, float]]) -> tuple[Phoneme, ...]:
+    """CMU phones with their end times (seconds), in order -> eSpeak NG phonemes with start times."""
+    phonemes, start = [], 0.0
+    for name, end in ends:
+        phonemes.append(Phoneme(TO_ESPEAK.get(name, name), start))
+        start = end
+    return tuple(phonemes)
+
+
 class Festival:
     """Festival as a speech engine: ``synthesize(text, voice, rate_wpm, pitch)`` like
     :class:`translate_bridge.espeak.ESpeak`. ``voice`` is a Festival voice name
@@ -86,23 +105,11 @@ class Festival:
                 f"(set! u (utt.synth (Utterance Text {_scheme_string(text)})))\n"
                 f'(utt.save.wave u "{wav}" \'riff)\n(utt.save.segs u "{segs}")\n'
             )
-            with wave.open(wav) as w:
-                rate, n, width = w.getframerate(), w.getnframes(), w.getsampwidth()
-                raw = w.readframes(n)
-                channels = w.getnchannels()
-            if width != 2:
-                raise ModelError(f"Festival wrote {8 * width}-bit audio; expected 16-bit")
-            audio = np.frombuffer(raw, "<i2").reshape(-1, channels).mean(axis=1).astype(np.float32) / 32768.0
-            phonemes, start = [], 0.0
+            audio, rate = read_pcm16(wav, "Festival")
             with open(segs) as fh:
                 body = fh.read().split("#", 1)[-1]
-            for line in body.strip().splitlines():
-                parts = line.split()
-                if len(parts) < 3:
-                    continue
-                end, name = float(parts[0]), parts[2]
-                phonemes.append(Phoneme(TO_ESPEAK.get(name, name), start))
-                start = end
-        u = Utterance(audio, rate, tuple(phonemes))
+            rows = [line.split() for line in body.strip().splitlines()]
+            phonemes = phones_from_ends([(parts[2], float(parts[0])) for parts in rows if len(parts) >= 3])
+        u = Utterance(audio, rate, phonemes)
         self._memo[key] = u
         return u

@@ -20,13 +20,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import wave
 
 import numpy as np
 
-from model.train.festival import TO_ESPEAK
+from model.train.festival import phones_from_ends, read_pcm16
 from stream.errors import ModelError
-from translate_bridge.espeak import Phoneme, Utterance
+from translate_bridge.espeak import Utterance
 
 INSTALL = "apt-get install flite"
 TRAIN_VOICES = ("awb", "rms")
@@ -64,17 +63,6 @@ class Flite:
             if p.returncode != 0 or not os.path.isfile(wav):
                 err = (p.stderr or p.stdout).strip().splitlines()
                 raise ModelError(f"Flite failed on voice {voice!r}: {err[-1] if err else p.returncode}")
-            with wave.open(wav) as w:
-                rate, n, width, channels = w.getframerate(), w.getnframes(), w.getsampwidth(), w.getnchannels()
-                raw = w.readframes(n)
-        if width != 2:
-            raise ModelError(f"Flite wrote {8 * width}-bit audio; expected 16-bit")
-        audio = np.frombuffer(raw, "<i2").reshape(-1, channels).mean(axis=1).astype(np.float32) / 32768.0
-        phonemes, start = [], 0.0
-        for item in p.stdout.split():
-            name, _, end = item.rpartition(":")
-            if not name:
-                continue
-            phonemes.append(Phoneme(TO_ESPEAK.get(name, name), start))
-            start = float(end)
-        return Utterance(audio, rate, tuple(phonemes))
+            audio, rate = read_pcm16(wav, "Flite")
+        ends = [item.rpartition(":") for item in p.stdout.split()]
+        return Utterance(audio, rate, phones_from_ends([(name, float(end)) for name, _, end in ends if name]))

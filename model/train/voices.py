@@ -143,54 +143,6 @@ class Speech:
     text: str
 
 
-def make_speech(seed: int, split: VoiceSplit, engine: ESpeak, augment: bool = True) -> Speech:
-    """Silence, 1-3 sentences of one voice separated by pauses, silence. Deterministic by seed."""
-    rng = np.random.default_rng([seed, {"train": 11, "test_english": 12, "test_languages": 13}[split]])
-    langs, vars_ = voices(split)
-    lang = str(rng.choice(langs))
-    var = str(rng.choice(vars_))
-    voice = f"{lang}+{var}" if var else lang
-    rate, pitch = int(rng.integers(110, 230)), int(rng.integers(15, 85))
-    t = float(rng.uniform(0.1, 0.6))
-    pieces = [np.zeros(round(t * SAMPLE_RATE_HZ), np.float32)]
-    phonemes: list[Phoneme] = []
-    texts = []
-    for _ in range(int(rng.integers(1, 4))):
-        tx = text(rng, script_of(lang))
-        texts.append(tx)
-        t = speak(engine, tx, voice, rate, pitch, t, pieces, phonemes)
-        gap = float(rng.uniform(0.2, 0.7) if rng.random() < 0.7 else rng.uniform(1.0, 2.0))
-        phonemes.append(Phoneme("_", t))
-        pieces.append(np.zeros(round(gap * SAMPLE_RATE_HZ), np.float32))
-        t += gap
-    audio = np.concatenate(pieces)
-    duration = audio.shape[0] / SAMPLE_RATE_HZ
-    mouth = mouth_track(phonemes, duration)
-    speech = speech_flags(phonemes, mouth.shape[0])
-    if augment:
-        audio = augment_audio(audio, rng)
-    return Speech(audio, mouth, speech, voice, " / ".join(texts))
-
-
-def make_english_speech(seed: int, engine: ESpeak, augment: bool = True) -> Speech:
-    """Like :func:`make_speech` for the training split, in English words (the clip generator's
-    vocabulary) rather than pseudo-words. Half the utterances use the 8 voices of the rendered
-    training clips (``synth.VOICES["train"]``), half any of the training split's English voices
-    and variants, so the head hears English words from many more voices than those 8. The
-    test clips' voices (``synth.VOICES["test"]``) and the held-out variants stay out."""
-    from model.train.synth import VOICES, random_text
-
-    rng = np.random.default_rng([seed, 15])
-    if rng.random() < 0.5:  # the voices of the rendered training clips, which the model trains on anyway
-        voice = str(rng.choice(VOICES["train"]))
-    else:
-        langs, vars_ = voices("train")
-        english = [x for x in langs if x.lower().startswith("en")]
-        lang, var = str(rng.choice(english)), str(rng.choice(vars_))
-        voice = f"{lang}+{var}" if var else lang
-    return _spoken(rng, engine, voice, lambda: random_text(rng), augment)
-
-
 def _spoken(
     rng: np.random.Generator, engine: ESpeak | Flite, voice: str, say: Callable[[], str], augment: bool
 ) -> Speech:
@@ -214,6 +166,34 @@ def _spoken(
     if augment:
         audio = augment_audio(audio, rng)
     return Speech(audio, mouth, speech, voice, " / ".join(texts))
+
+
+def make_speech(seed: int, split: VoiceSplit, engine: ESpeak, augment: bool = True) -> Speech:
+    """Silence, 1-3 sentences of one voice separated by pauses, silence. Deterministic by seed."""
+    rng = np.random.default_rng([seed, {"train": 11, "test_english": 12, "test_languages": 13}[split]])
+    langs, vars_ = voices(split)
+    lang = str(rng.choice(langs))
+    var = str(rng.choice(vars_))
+    return _spoken(rng, engine, f"{lang}+{var}" if var else lang, lambda: text(rng, script_of(lang)), augment)
+
+
+def make_english_speech(seed: int, engine: ESpeak, augment: bool = True) -> Speech:
+    """Like :func:`make_speech` for the training split, in English words (the clip generator's
+    vocabulary) rather than pseudo-words. Half the utterances use the 8 voices of the rendered
+    training clips (``synth.VOICES["train"]``), half any of the training split's English voices
+    and variants, so the head hears English words from many more voices than those 8. The
+    test clips' voices (``synth.VOICES["test"]``) and the held-out variants stay out."""
+    from model.train.synth import VOICES, random_text
+
+    rng = np.random.default_rng([seed, 15])
+    if rng.random() < 0.5:  # the voices of the rendered training clips, which the model trains on anyway
+        voice = str(rng.choice(VOICES["train"]))
+    else:
+        langs, vars_ = voices("train")
+        english = [x for x in langs if x.lower().startswith("en")]
+        lang, var = str(rng.choice(english)), str(rng.choice(vars_))
+        voice = f"{lang}+{var}" if var else lang
+    return _spoken(rng, engine, voice, lambda: random_text(rng), augment)
 
 
 def make_flite_speech(seed: int, engine: Flite, augment: bool = True) -> Speech:
@@ -269,16 +249,20 @@ def build_frames(
         path = os.path.join(cache_dir, name)
         if os.path.isfile(path):
             return FrameSet.load(path)
-    flite = Flite() if engine == "flite" else None
-    espeak = ESpeak() if flite is None else None
+    make: Callable[[int], Speech]
+    if engine == "flite":
+        flite = Flite()
+        make = lambda s: make_flite_speech(s, flite)  # noqa: E731
+    else:
+        espeak = ESpeak()
+        make = (
+            (lambda s: make_english_speech(s, espeak))
+            if engine == "english"
+            else (lambda s: make_speech(s, split, espeak))
+        )
     parts = []
     for k, s in enumerate(seeds):
-        if flite is not None:
-            sp = make_flite_speech(s, flite)
-        elif engine == "english":
-            sp = make_english_speech(s, espeak)  # type: ignore[arg-type]
-        else:
-            sp = make_speech(s, split, espeak)  # type: ignore[arg-type]
+        sp = make(s)
         win = frame_windows(sp.audio, len(sp.mouth), before_ms, after_ms).astype(np.float16)
         parts.append(FrameSet(win, sp.mouth, sp.speech, np.full(len(sp.mouth), k, np.int32)))
     out = FrameSet.concat(parts)

@@ -1,0 +1,27 @@
+"""Checks shared by the tests of the speech engines with exact phone timing (Festival, Flite)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model.train.synth import viseme_of
+from translate_bridge.espeak import Utterance
+
+
+def assert_phone_timing_matches_the_audio(u: Utterance, slow: Utterance) -> None:
+    """``u``'s phones are in order inside the audio, silent where they say pause and loud where
+    the mouth opens; ``slow`` (the same text at a lower rate) lasts longer."""
+    starts = np.array([p.start_s for p in u.phonemes])
+    assert starts[0] == 0.0 and np.all(np.diff(starts) > 0) and starts[-1] < u.duration_s
+    ends = [*starts[1:], u.duration_s]
+    r = u.sample_rate_hz
+
+    def rms(t0: float, t1: float) -> float:
+        seg = u.audio[int(t0 * r) : int(t1 * r)]
+        return float(np.sqrt(np.mean(seg**2)))
+
+    pauses = [rms(s, e) for p, s, e in zip(u.phonemes, starts, ends, strict=True) if p.name == "_" and e - s > 0.05]
+    opens = [rms(s, e) for p, s, e in zip(u.phonemes, starts, ends, strict=True) if viseme_of(p.name)[0] >= 0.5]
+    assert pauses and len(opens) >= 5
+    assert max(pauses) < 0.1 * float(np.median(opens))  # silence where the segments say pause
+    assert slow.duration_s > 1.2 * u.duration_s  # the rate stretches the phones
