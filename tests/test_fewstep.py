@@ -436,3 +436,23 @@ def test_audio_from_swaps_the_head_and_keeps_everything_else(tmp_path) -> None: 
     with pytest.raises(SystemExit, match="needs --film-from"):
         main(["--audio-from", str(tmp_path / "audio"), "--out", str(tmp_path / "x"), "--cache", str(tmp_path)])
     assert not (tmp_path / "x").exists() and not (tmp_path / "cache").exists()
+
+
+def test_the_audio_stage_and_audio_from_refuse_bad_folders_before_any_work(tmp_path) -> None:  # noqa: ANN001
+    """python -m model.train.audio never writes over a head; recipe_v2 --audio-from a folder with
+    no head, or into a model that is not mouth_only, says so in one line."""
+    import pytest
+
+    from model.train import audio
+    from model.train.recipe_v2 import with_audio_head
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "audio_encoder.pt").write_bytes(b"kept")
+    with pytest.raises(SystemExit, match="already holds an audio_encoder.pt"):
+        audio.main(["--out", str(tmp_path / "old"), "--cache", str(tmp_path / "cache")])
+    assert (tmp_path / "old" / "audio_encoder.pt").read_bytes() == b"kept" and not (tmp_path / "cache").exists()
+    model = SayAnythingModel(_config())  # a mouth model, not mouth_only
+    with pytest.raises(SystemExit, match="no audio_encoder.pt there"):
+        with_audio_head(model, str(tmp_path / "empty"))
+    with pytest.raises(SystemExit, match="must be a mouth_only one"):
+        with_audio_head(model, str(tmp_path / "old"))
