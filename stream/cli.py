@@ -52,6 +52,11 @@ def _summary(res) -> str:  # noqa: ANN001
             f"and went to the model ({s['model_errors']} model errors)"
         ),
     ]
+    if s["texture"]:
+        lines.append(
+            f"texture: {s['texture']} (the model's mouth at rest, colour-matched, is delta-E {s['rest_delta_e']:.1f} "
+            "from the face; set model.texture to choose)"
+        )
     n = max(1, s["frames_out"])
     st = s["stage_ms"]
     lines.append(
@@ -670,8 +675,9 @@ def _eval_portraits(args: argparse.Namespace, cfg: Config, pipe: Any, clips: lis
         res[path] = r
         print(
             f"{os.path.basename(path)}: delta-E in the mask at rest {r['delta_e']:.2f} +- {r['delta_e_std']:.2f}; "
-            f"Laplacian variance vs the input {r['laplacian_ratio']:.2f} +- {r['laplacian_ratio_std']:.2f} "
-            f"({r['mask_px']} mask pixels)"
+            f"Laplacian variance vs the input {r['laplacian_ratio']:.2f} +- {r['laplacian_ratio_std']:.2f}; "
+            f"darkening vs the true opening {r['motion']:.3f} +- {r['motion_std']:.3f} "
+            f"({r['mask_px']} mask pixels, texture {r['texture']})"
         )
     if args.json:
         with open(args.json, "w") as fh:

@@ -8,6 +8,29 @@ import numpy as np
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601 luma weights of RGB
 
 
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """uint8 sRGB (..., 3) -> CIELAB (D65), float64."""
+    c = rgb.astype(np.float64) / 255.0
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    m = np.array(
+        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
+    )
+    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def mean_delta_e(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
+    """Mean CIELAB delta-E between uint8 RGB images ``a`` and ``b`` over the pixels where
+    ``region`` is true."""
+    return float(np.linalg.norm(srgb_to_lab(a[region]) - srgb_to_lab(b[region]), axis=-1).mean())
+
+
+def shift_colour(crop: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``crop`` (uint8 RGB) plus a per-channel ``offset``, rounded and clipped to uint8."""
+    return np.clip(np.rint(crop.astype(np.float32) + offset.astype(np.float32)), 0, 255).astype(np.uint8)
+
+
 def blend_outputs(outputs: list[tuple[np.ndarray, float]]) -> np.ndarray:
     """Weighted average of (crop, weight) pairs; weights are renormalised over those given."""
     if len(outputs) == 1:

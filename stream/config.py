@@ -83,7 +83,16 @@ class ModelConfig:
     # "reference": every generated mouth gets the reference crop's difference from the model's
     # rendering of it at rest added, so the mask shows the person's own colours and texture with
     # the model's mouth change on top (at rest: the reference itself); "model": the model's pixels
-    texture: Literal["model", "reference"] = "model"
+    # "auto": "reference" when the model's rendering of the reference at rest is more than
+    # ``texture_auto_delta_e`` (mean CIELAB delta-E over the mask) from the reference itself, i.e.
+    # the model cannot draw this face (a photograph, for the tiny model), else "model"
+    texture: Literal["auto", "model", "reference"] = "auto"
+    texture_auto_delta_e: float = 14.0
+    # the model's pixels shifted by the median colour difference between the reference crop and
+    # the model's rendering of it at rest (over the mask): the person's colours, not the model's
+    # cast (measured: mouth PSNR +0.4 dB on every split, openness and leak within +-0.02 either
+    # way, so not the default; BENCHMARKS.md)
+    match_colour: bool = False
     # the model's opening calibration (its config's ``mouth_gain``) replaced by this; 0: the model's
     mouth_gain: float = 0.0
     # torch.compile the UNet; "reduce-overhead" also captures CUDA graphs
@@ -196,6 +205,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "vad.crossfade_ms": (0, 2000),
     "vad.max_gain_db": (0.0, 60.0),
     "model.mouth_gain": (0.0, 4.0),
+    "model.texture_auto_delta_e": (0.0, 200.0),
     "face.detect_every_frames": (1, 1000),
     "face.min_confidence": (0.05, 0.99),
     "face.smoothing": (0.0, 0.95),

@@ -21,7 +21,7 @@ import numpy as np
 from stream.audio import AudioInput, AudioRing, sanitize
 from stream.chunker import Chunker, ChunkPlan, audio_windows
 from stream.clock import Clock
-from stream.compositor import LUMA, blend_outputs, mix, speech_weight
+from stream.compositor import LUMA, blend_outputs, mean_delta_e, mix, shift_colour, speech_weight
 from stream.config import Config
 from stream.face import FaceCropper, FaceState, FaceTracker
 from stream.frames import AudioFrame, FrameKind, OutputAudio, OutputFrame, VideoFrame
@@ -64,6 +64,12 @@ class SessionStats:
     degrade_level: int = 0
     stage_ms: dict[str, float] = field(default_factory=lambda: {"face": 0.0, "crop": 0.0, "paste": 0.0})
     ready_latency_s: list[float] = field(default_factory=list)  # capture -> mouth ready, per generated frame
+    # the model's rendering of the reference crop at rest against the crop itself: its colour cast
+    # taken off (the RGB offset ``model.match_colour`` adds to the model's pixels), the mean CIELAB
+    # delta-E over the mask left after that, and the texture chosen by it with texture "auto"
+    colour_offset: list[float] = field(default_factory=list)
+    rest_delta_e: float = float("nan")
+    texture: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "ready_latency_s"}
@@ -115,6 +121,10 @@ class LipSyncSession:
         # its crop at rest (what a generated crop is taken relative to)
         self._ref_frame: tuple[np.ndarray, FaceState] | None = None
         self._rest_render: np.ndarray | None = None
+        # the texture in use: the configured one, or for "auto" what the rest rendering decides
+        self._texture = config.model.texture
+        self._ref_crop: tuple[np.ndarray, np.ndarray] | None = None  # (crop, mask) of the reference
+        self._colour_offset: np.ndarray | None = None  # model.match_colour: RGB added to the model's pixels
         self._rest_job: cf.Future[JobResult] | None = None
         self._last_good: tuple[int, np.ndarray] | None = None  # (frame index, crop)
         self._silenced: list[tuple[float, float]] = []  # media-time spans cut by interrupt()
@@ -176,6 +186,7 @@ class LipSyncSession:
     def _set_reference(self, crop: np.ndarray, mask: np.ndarray) -> None:
         self._reference = self.worker.run_sync(self.model.encode_reference, crop)
         self._rest_crop = crop  # until the model's rest mouth is ready: the reference, still
+        self._ref_crop = (crop, mask)
         L = self.chunker.chunk_frames
         n_audio = round((self.config.chunk.audio_before_ms + self.config.chunk.audio_after_ms) * 16)
         chunk = ModelChunk(
@@ -197,7 +208,32 @@ class LipSyncSession:
             self._rest_job = None
             if job.exception() is None:
                 self._rest_crop = self._rest_render = job.result().frames[0]
+                self._choose_texture()
         return self._rest_crop
+
+    def _choose_texture(self) -> None:
+        """Compare the model's rendering of the reference at rest with the reference itself, over
+        the mask: the per-channel median difference is the model's colour cast on this face (e.g.
+        its training characters' palette), and what remains after taking it off (mean CIELAB
+        delta-E) is what the model cannot draw. With ``model.match_colour`` the cast is taken off
+        the model's pixels from then on. With ``model.texture = "auto"``, a face whose remainder is
+        beyond ``model.texture_auto_delta_e`` (the texture of a photograph, for a model trained on
+        rendered characters) takes the "reference" texture, any other face the model's pixels."""
+        assert self._rest_render is not None and self._ref_crop is not None
+        crop, mask = self._ref_crop
+        region = mask >= 0.5
+        if not region.any():
+            return
+        offset = np.median(crop[region].astype(np.float32) - self._rest_render[region].astype(np.float32), axis=0)
+        self.stats.colour_offset = [float(v) for v in offset]
+        de = mean_delta_e(shift_colour(self._rest_render, offset), crop, region)
+        self.stats.rest_delta_e = de
+        if self.config.model.match_colour:
+            self._colour_offset = offset
+        if self.config.model.texture == "auto":
+            self._texture = "reference" if de > self.config.model.texture_auto_delta_e else "model"
+            log.info("texture: %s (the model's rest mouth is delta-E %.1f from the reference)", self._texture, de)
+        self.stats.texture = self._texture
 
     # -- chunks --------------------------------------------------------------------
     def _slot(self, index: int) -> _Slot | None:
@@ -325,12 +361,14 @@ class LipSyncSession:
             image = frame.image
         else:
             t0 = time.perf_counter()
-            if self.config.model.texture == "reference" and self._rest_render is not None and self._ref_frame:
+            if self._texture == "reference" and self._rest_render is not None and self._ref_frame:
                 delta = crop.astype(np.float32) - self._rest_render.astype(np.float32)
                 # brightness only: the model's colours are its training characters', not this person's
                 delta = np.repeat(delta @ LUMA[:, None], 3, axis=-1)
                 image = self.cropper.paste_relative(frame.image, delta, slot.mask, slot.face, *self._ref_frame)
             else:
+                if self._colour_offset is not None:
+                    crop = shift_colour(crop, self._colour_offset)
                 image = self.cropper.paste(frame.image, crop, slot.mask, slot.face)
             self.stats.stage_ms["paste"] += (time.perf_counter() - t0) * 1000
         setattr(self.stats, kind.value, getattr(self.stats, kind.value) + 1)

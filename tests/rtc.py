@@ -27,7 +27,9 @@ LOOPBACK = ["server.ice_host_addresses=127.0.0.1"]
 
 
 def server_config(*overrides: str) -> Config:
-    return load(None, [*LOOPBACK, "playout.delay_ms=600", *overrides])
+    # the marker model's own grey in the mouth (what the tests read), not the input's mouth that
+    # model.texture = "auto" chooses for a model that does not draw the face
+    return load(None, [*LOOPBACK, "playout.delay_ms=600", "model.texture=model", *overrides])
 
 
 class _Paced(MediaStreamTrack):

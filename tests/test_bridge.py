@@ -209,7 +209,8 @@ def test_srt_dub_of_a_clip_end_to_end(tmp_path) -> None:  # noqa: ANN001
     track, report = dub_track(segs, 5.0, Aligner(AlignConfig()))
     assert len(report.placements) == 2 and report.max_lag_s <= 1.5
     out = str(tmp_path / "dub.mp4")
-    cfg = load(None, ["playout.delay_ms=600"])
+    # the marker's own grey, not the photo's mouth that model.texture = "auto" would choose for it
+    cfg = load(None, ["playout.delay_ms=600", "model.texture=model"])
     res = run_file(SAMPLE_FACE, (track[:, None], RATE_HZ), out, cfg, MarkerModel(), video_mode="hold")
     # duration as documented: max(video, end of the last dub); the clip is longer here
     end = max(5.0, max(p.end_s for p in report.placements))

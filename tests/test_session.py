@@ -9,7 +9,6 @@ on the wall clock.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -47,7 +46,9 @@ FALLBACKS = {FrameKind.HOLD, FrameKind.REST}
 
 # -- helpers ------------------------------------------------------------------------------
 def config(*overrides: str) -> Config:
-    return load(None, list(overrides))
+    """The defaults with the model's own pixels pasted: the marker model paints the mask grey,
+    which ``model.texture = "auto"`` would (rightly) replace by the reference frame's mouth."""
+    return load(None, ["model.texture=model", *overrides])
 
 
 def moving_frames(n: int, first_pts: int = 0) -> list[VideoFrame]:
@@ -109,7 +110,7 @@ def run_live(
     cfg: Config | None = None,
     detector: Any = None,
 ) -> Run:
-    cfg = cfg if cfg is not None else Config()
+    cfg = cfg if cfg is not None else config()
     tracker = FaceTracker(cfg.face, detector if detector is not None else FixedFaceDetector([BOX]))
     session = LipSyncSession(cfg, model, clock, tracker=tracker, vad=ScriptedVad(segments))
     run = Run(session, model, clock, video, audio)
@@ -339,7 +340,7 @@ def test_texture_reference_shows_the_reference_frame_at_rest_and_the_models_brig
 
     model = RedMarker(clock=clock)
     video = moving_frames(n)
-    cfg = dataclasses.replace(Config(), model=dataclasses.replace(Config().model, texture="reference"))
+    cfg = config("model.texture=reference")
     run = run_live(model, clock, video, ramp_audio(n / FPS, 0.15, 0.15), segs, cfg)  # the marker at ~125 in speech
     core, _ = mouth_regions(run)
     ref = video[0].image[core].astype(int)
@@ -358,6 +359,77 @@ def test_texture_reference_shows_the_reference_frame_at_rest_and_the_models_brig
         level = MarkerModel.level(np.full(4480, 0.15 / np.sqrt(2), np.float32))
         assert abs(np.median(d[unclipped]) - 0.299 * (level - 40)) <= 3
         assert np.abs(d[unclipped] - d[unclipped].mean(axis=1, keepdims=True)).max() <= 2
+
+
+def test_texture_auto_takes_the_reference_only_when_the_model_cannot_draw_the_face() -> None:
+    """model.texture = "auto" (the default): the model's rendering of the reference at rest is
+    compared with the reference crop (mean CIELAB delta-E over the mask). A model that draws the
+    face keeps its own pixels; one that paints it in other colours (the tiny model on a
+    photograph) gets the "reference" texture, so the mouth at rest is the person's own."""
+    n = 80
+    segs = [(0.2, 0.8), (2.4, 3.0)]
+
+    class DrawsTheFace(MarkerModel):  # at rest, the crop as it is; in speech, the marker
+        def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+            out = super().generate(chunk, reference, steps)
+            return out if chunk.speech.any() else chunk.frames.copy()
+
+    cfg = load(None, [])
+    assert cfg.model.texture == "auto"
+    video = moving_frames(n)
+    got = {}
+    for name, model_cls in (("draws", DrawsTheFace), ("repaints", MarkerModel)):
+        clock = VirtualClock()
+        run = run_live(model_cls(clock=clock), clock, video, ramp_audio(n / FPS, 0.15, 0.15), segs, cfg)
+        got[name] = run
+    draws, repaints = got["draws"].session.stats, got["repaints"].session.stats
+    assert draws.texture == "model" and draws.rest_delta_e < 1.0
+    assert repaints.texture == "reference" and repaints.rest_delta_e > cfg.model.texture_auto_delta_e
+    core, _ = mouth_regions(got["repaints"])
+    ref = video[0].image[core].astype(int)
+    deep = [o for o in got["repaints"].frames if 1.0 <= o.frame.time_s <= 2.2]
+    assert deep and all(o.kind is FrameKind.REST for o in deep)
+    for o in deep:  # the reference frame's own mouth, not the marker's grey
+        assert np.abs(o.frame.image[core].astype(int) - ref).max() <= 1
+    spoken = [o for o in got["draws"].frames if o.kind is FrameKind.GENERATED and 0.4 <= o.frame.time_s <= 0.6]
+    level = round(MarkerModel.level(np.full(4480, 0.15 / np.sqrt(2), np.float32)))
+    assert spoken and all(np.abs(np.median(o.frame.image[core]) - level) <= 2 for o in spoken)  # the model's pixels
+
+
+def test_match_colour_takes_the_models_colour_cast_off_its_pixels() -> None:
+    """model.match_colour: a model that draws the face with a colour cast (here 30 levels too
+    blue) has its pixels shifted back by the median difference between the reference crop and its
+    rendering of it at rest. Texture "auto" judges the face after that shift, so the cast alone
+    does not make it take the reference: the face stays the model's own (texture "model")."""
+    n = 80
+    segs = [(0.2, 0.8), (2.4, 3.0)]
+
+    class BlueCast(MarkerModel):  # the crop, 30 levels bluer, at rest and in speech
+        def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+            self.calls.append(chunk)
+            out = chunk.frames.astype(np.int16)
+            out[..., 2] += 30
+            return np.clip(out, 0, 255).astype(np.uint8)
+
+    video = still_frames(n)
+    got = {}
+    for match in ("true", "false"):
+        clock = VirtualClock()
+        cfg = load(None, [f"model.match_colour={match}"])
+        got[match] = run_live(BlueCast(clock=clock), clock, video, ramp_audio(n / FPS, 0.15, 0.15), segs, cfg)
+    for match in ("true", "false"):  # the cast is measured either way, and nothing else is amiss
+        stats = got[match].session.stats
+        assert stats.texture == "model" and np.allclose(stats.colour_offset, [0, 0, -30], atol=1)
+        assert stats.rest_delta_e < 1.0
+    core, _ = mouth_regions(got["true"])
+    src = video[0].image[core].astype(float).mean(axis=0)
+    pairs = list(zip(got["true"].frames, got["false"].frames, strict=True))
+    spoken = [(a, b) for a, b in pairs if a.kind is b.kind is FrameKind.GENERATED]
+    assert len(spoken) > 10
+    for a, b in spoken:
+        with_match = a.frame.image[core].astype(float).mean(axis=0)
+        assert np.abs(with_match - b.frame.image[core].astype(float).mean(axis=0) - [0, 0, -30]).max() < 1
+        assert np.abs(with_match - src).max() < 5  # the face's own colour (the crop's resampling aside)
 
 
 # -- (5) seams ------------------------------------------------------------------------------
@@ -473,7 +545,7 @@ def test_failing_model_calls_only_affect_their_own_frames() -> None:
     model = MarkerModel(clock=clock, fail_calls=fail)
     # two sampler steps: the ladder's first rung down (one step) keeps the chunking, so the
     # late frames are exactly those of the failed chunks
-    cfg = dataclasses.replace(Config(), model=dataclasses.replace(Config().model, steps=2))
+    cfg = config("model.steps=2")
     run = run_live(model, clock, moving_frames(n), loud_audio(n / FPS), [(-10.0, 100.0)], cfg)
 
     st = run.session.stats
@@ -514,7 +586,7 @@ def test_persistently_slow_model_degrades_to_passthrough_without_stalling() -> N
     n = 100
     model = MarkerModel(clock=clock, latency_s=2.0)
     levels: list[int] = []
-    cfg = Config()
+    cfg = config()
     tracker = FaceTracker(cfg.face, FixedFaceDetector([BOX]))
     session = LipSyncSession(cfg, model, clock, tracker=tracker, vad=ScriptedVad([(-10.0, 100.0)]))
     video = moving_frames(n)
@@ -580,7 +652,7 @@ def test_after_the_load_drops_the_session_climbs_back_without_late_frames_from_p
 def test_the_ladder_climbs_back_when_load_drops_and_waits_longer_after_a_failed_climb() -> None:
     from stream.playout import DegradeLadder, OutputWindow
 
-    cfg = Config()
+    cfg = config()
     base = cfg.playout.recover_after_frames
     ladder = DegradeLadder(cfg.playout, cfg.chunk, steps=2)
     top = len(ladder.rungs) - 1
@@ -651,7 +723,7 @@ def test_offline_mode_waits_for_a_slow_model_instead_of_falling_back() -> None:
     n = 90
     segs = [(0.5, 1.5), (2.5, 3.3)]
     model = SlowOfflineModel(clock=clock)
-    cfg = Config()
+    cfg = config()
     tracker = FaceTracker(cfg.face, FixedFaceDetector([BOX]))
     session = LipSyncSession(cfg, model, clock, tracker=tracker, vad=ScriptedVad(segs))
     video, audio = moving_frames(n), loud_audio(n / FPS)
@@ -693,7 +765,7 @@ def test_offline_mode_waits_for_the_rest_mouth_so_the_output_does_not_depend_on_
     clock = ManualClock()
     n = 30
     model = SlowRestModel(clock=clock)
-    cfg = Config()
+    cfg = config()
     tracker = FaceTracker(cfg.face, FixedFaceDetector([BOX]))
     session = LipSyncSession(cfg, model, clock, tracker=tracker, vad=ScriptedVad([(0.8, 1.0)]))
     frames: list[OutputFrame] = []

@@ -37,6 +37,14 @@ def test_shipped_weights_load_without_download(run) -> None:
     assert stats["model_errors"] == 0 and stats["generated"] > 0
 
 
+def test_on_a_rendered_character_the_default_texture_is_the_models_own(run) -> None:
+    """model.texture = "auto": on a character of the kind it was trained on (held out), the model
+    draws the face at rest within the threshold once its colour is matched, so its own pixels stay."""
+    *_, stats, _ = run
+    assert stats["texture"] == "model" and stats["rest_delta_e"] < 12.0
+    assert len(stats["colour_offset"]) == 3
+
+
 def test_mouth_follows_the_audio(run) -> None:
     clip, inp, out, *_ = run
     got = read_openness(out, clip)
@@ -79,3 +87,8 @@ def test_on_a_photograph_the_reference_texture_keeps_the_persons_colours_and_sha
         got[texture] = portrait_scores(image, [clip], cfg, load_model(cfg))
     assert got["reference"]["delta_e"] < 2.0 and got["reference"]["laplacian_ratio"] > 0.7
     assert got["model"]["delta_e"] > 3 * got["reference"]["delta_e"]
+    # the default, "auto", sees that the model cannot draw the photograph and takes the reference
+    cfg = load(None, ["model.name=tiny", "model.runtime=torch"])
+    assert cfg.model.texture == "auto"
+    auto = portrait_scores(image, [clip], cfg, load_model(cfg))
+    assert auto["texture"] == "reference" and auto["delta_e"] < 2.0

@@ -35,7 +35,7 @@ import numpy as np
 from model.checkpoint import hash_sources
 from model.train.render import MouthShape, render_frame
 from model.train.synth import FPS, SAMPLE_RATE_HZ, Clip, cycled, rerender
-from stream.compositor import LUMA
+from stream.compositor import LUMA, srgb_to_lab
 from stream.frames import AudioFrame, VideoFrame
 
 OPEN_GRID = np.linspace(0.0, 1.0, 21)
@@ -246,7 +246,7 @@ def evaluate(
     model: Any,
     rows: tuple[str, ...] = ROWS,
     cache: bool = True,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """Mean scores of the model and the two baselines over ``clips`` (inputs use the mouth
     tracks of ``distractors``). ``rows``: which of ``ROWS`` to score. The baselines and the
     truth's readout do not depend on the model, and the readout is most of the time: with
@@ -255,42 +255,37 @@ def evaluate(
     if unknown := set(rows) - set(ROWS):
         raise ValueError(f"evaluate rows {sorted(unknown)}: choose from {ROWS}")
     scores: dict[str, list[ClipScores]] = {k: [] for k in rows}
+    textures: list[str] = []
     for clip, other in zip(clips, distractors, strict=True):
         shown = cycled(other.mouth, len(clip.frames))  # the input video's mouth track, frame by frame
         if "model" in scores:
-            out, _ = engine_output(clip, rerender(clip, shown), config, model)
+            out, stats = engine_output(clip, rerender(clip, shown), config, model)
             chunk = (config.chunk.chunk_frames, config.chunk.overlap_frames)
             scores["model"].append(score(out, clip, *chunk, source_open=shown[:, 0]))
+            textures.append(stats["texture"])
         if base := [k for k in rows if k in BASELINES]:
             digest = _clip_digest(clip, shown)
             for k in base:
                 scores[k].append(_baseline_score(clip, shown, digest, k, cache))
-    return {k: summarise(v) for k, v in scores.items()}
+    res = {k: summarise(v) for k, v in scores.items()}
+    if "model" in res:
+        res["model"]["texture_clips"] = textures
+    return res
 
 
-def summarise(scores: list[ClipScores]) -> dict[str, float]:
-    """Mean of each metric over clips, and its spread (``<metric>_std``, over clips)."""
-    out: dict[str, float] = {}
+def summarise(scores: list[ClipScores]) -> dict[str, Any]:
+    """Mean of each metric over clips, its spread (``<metric>_std``, over clips) and the clips'
+    own values in order (``<metric>_clips``), for paired comparisons."""
+    out: dict[str, Any] = {}
     for m in ClipScores.__dataclass_fields__:
         vals = [getattr(s, m) for s in scores]
         out[m] = float(np.nanmean(vals))
         out[f"{m}_std"] = float(np.nanstd(vals))
+        out[f"{m}_clips"] = [float(v) for v in vals]
     return out
 
 
 # -- photographs: colour and sharpness of the repainted region ---------------------------------
-def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """uint8 sRGB (..., 3) -> CIELAB (D65), float64."""
-    c = rgb.astype(np.float64) / 255.0
-    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    m = np.array(
-        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
-    )
-    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
-
-
 def laplacian(grey: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -325,13 +320,16 @@ def frame_mask(
     return pasted[..., 0].astype(np.float32) / 255.0
 
 
-def portrait_scores(image: np.ndarray, clips: list[Clip], config: Any, model: Any) -> dict[str, float]:
+def portrait_scores(image: np.ndarray, clips: list[Clip], config: Any, model: Any) -> dict[str, Any]:
     """A still photograph animated by each clip's speech through the real engine. Per clip:
     the mean CIELAB delta-E between output and input over the mask (pixels where the mask is at
     least 0.5) in silence frames (no speech within 2 frames, where the mouth should be the
     photo's), and the variance of the Laplacian over the mask's core (mask 1, one pixel in from its
     edge, so the blend into the input does not count) relative to the same pixels of the input,
-    over all frames. Returns the means and spreads over clips."""
+    over all frames; and the motion: the correlation of the mask's darkening (mean luma below the
+    photo's) with the speech's true opening, over all frames (a mouth that opens darkens; no truth
+    render exists for a photograph, so this is a proxy). Returns the means and spreads over clips
+    and the texture the engine used."""
     import cv2
 
     mask = frame_mask(image, config, model.resolution_px, model.mask_scale, model.crop_zoom)
@@ -347,10 +345,16 @@ def portrait_scores(image: np.ndarray, clips: list[Clip], config: Any, model: An
         return float(laplacian(img[box].astype(np.float64) @ LUMA)[core_box].var())
 
     lap_in = sharpness(image)
-    des, sharp = [], []
+    luma_in = float((image[region].astype(np.float64) @ LUMA).mean())
+    des, sharp, motion, textures = [], [], [], []
     for clip in clips:
         frames = np.repeat(image[None], len(clip.mouth), axis=0)
-        out, _ = engine_output(clip, frames, config, model)
+        out, stats = engine_output(clip, frames, config, model)
+        textures.append(stats["texture"])
+        # the mask's darkening against the photo, frame by frame, against the speech's true opening
+        dark = luma_in - np.array([(f[region].astype(np.float64) @ LUMA).mean() for f in out])
+        truth = clip.mouth[: len(out), 0]
+        motion.append(float(np.corrcoef(dark, truth)[0, 1]) if np.std(dark) > 1e-6 else 0.0)
         sp = clip.speech[: len(out)].astype(bool)
         near = np.convolve(sp.astype(float), np.ones(5), mode="same") > 0
         silent = np.flatnonzero(~near)
@@ -364,6 +368,9 @@ def portrait_scores(image: np.ndarray, clips: list[Clip], config: Any, model: An
         "delta_e_std": float(np.std(des)),
         "laplacian_ratio": float(np.mean(sharp)),
         "laplacian_ratio_std": float(np.std(sharp)),
+        "motion": float(np.mean(motion)),
+        "motion_std": float(np.std(motion)),
+        "texture": ",".join(sorted(set(textures))),
         "clips": len(clips),
         "silence_clips": len(des),
         "mask_px": int(region.sum()),
