@@ -9,13 +9,18 @@ from stream.config import Config
 from stream.errors import ConfigError
 from stream.worker import LipSyncModel
 
-SHIPPED_WEIGHTS = {"tiny": os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "tiny")}
+# the weights in the repository: "tiny", the default, and "tiny-voices", the same model with the
+# audio head pre-trained on more voices (better on unseen voices and real speech, not on every
+# measured row: model/weights/tiny-voices/README.md)
+SHIPPED_WEIGHTS = {
+    name: os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", name) for name in ("tiny", "tiny-voices")
+}
 
 
 def load_model(config: Config) -> LipSyncModel:
-    """Build (and warm up) the model named by ``config.model.name``: ``identity``, ``tiny``
-    (the weights shipped in model/weights/tiny; a ``model.checkpoint`` given with it, such as an
-    ``enrol`` output, is used instead) or ``sayanything`` (``model.checkpoint``)."""
+    """Build (and warm up) the model named by ``config.model.name``: ``identity``, ``tiny`` or
+    ``tiny-voices`` (the weights shipped in model/weights/NAME; a ``model.checkpoint`` given with
+    it, such as an ``enrol`` output, is used instead) or ``sayanything`` (``model.checkpoint``)."""
     mc = config.model
     if mc.name == "identity":
         from model.identity import IdentityModel
@@ -59,4 +64,6 @@ def load_model(config: Config) -> LipSyncModel:
         pipe = SayAnythingPipeline.from_config(net, mc)
         pipe.warmup(mc.steps)
         return pipe
-    raise ConfigError(f"config key model.name = {mc.name!r} is unknown: allowed 'identity', 'tiny', 'sayanything'")
+    raise ConfigError(
+        f"config key model.name = {mc.name!r} is unknown: allowed 'identity', 'tiny', 'tiny-voices', 'sayanything'"
+    )

@@ -54,8 +54,8 @@ def _summary(res) -> str:  # noqa: ANN001
     ]
     if s["texture"]:
         lines.append(
-            f"texture: {s['texture']} (the model's mouth at rest, colour-matched, is delta-E {s['rest_delta_e']:.1f} "
-            "from the face; set model.texture to choose)"
+            f"texture: {s['texture']} (the model's mouth at rest, its colour cast taken off, is delta-E "
+            f"{s['rest_delta_e']:.1f} from the face; set model.texture to choose)"
         )
     n = max(1, s["frames_out"])
     st = s["stage_ms"]

@@ -67,7 +67,7 @@ class ChunkConfig:
 class ModelConfig:
     """Which lip-sync model runs, and how."""
 
-    name: Literal["identity", "tiny", "sayanything"] = "tiny"
+    name: Literal["identity", "tiny", "tiny-voices", "sayanything"] = "tiny"
     checkpoint: str = ""  # sayanything: a local checkpoint folder (config.json + model.safetensors)
     steps: int = 1
     guidance: float = 1.0  # audio guidance of a many-step teacher (a distilled student ignores it)

@@ -70,6 +70,24 @@ def test_silence_keeps_the_mouth_still(run) -> None:
     assert diffs and float(np.mean(diffs)) < 6.0
 
 
+def test_tiny_voices_loads_and_follows_the_audio() -> None:
+    """The opt-in ``model.name = "tiny-voices"`` (the same model with the audio head trained on
+    more voices): shipped weights, no download, and on the held-out clip the mouth follows the
+    audio (the same guard as ``tiny``'s; its figures per split are in its model card)."""
+    cfg = load(None, ["model.name=tiny-voices"])
+    model = load_model(cfg)
+    assert model.name == "sayanything-tiny-voices (shipped)" and SHIPPED_WEIGHTS["tiny-voices"].endswith("tiny-voices")
+    engine = ESpeak()
+    clip, other = make_clip(10_000, "test", engine), make_clip(20_000, "test", engine)
+    inp = rerender(clip, other.mouth)
+    out, stats = engine_output(clip, inp, cfg, model)
+    assert stats["model_errors"] == 0 and stats["generated"] > 0
+    truth = clip.mouth[:, 0]
+    corr = float(np.corrcoef(read_openness(out, clip), truth)[0, 1])
+    assert corr > THRESHOLD_CORR
+    assert corr > float(np.corrcoef(read_openness(inp, clip), truth)[0, 1]) + 0.08
+
+
 def test_on_a_photograph_the_reference_texture_keeps_the_persons_colours_and_sharpness() -> None:
     """The bundled public-domain portrait (a still) animated by one held-out utterance: with
     model.texture = "reference" the mask at rest is the photo's own colours (CIELAB delta-E) and
