@@ -70,7 +70,7 @@ class Festival:
 
     def __init__(self, executable: str | None = None) -> None:
         exe = executable or shutil.which("festival")
-        if exe is None:
+        if exe is None or not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
             raise ModelError(f"Festival is not installed: {INSTALL}")
         self.executable = exe
         self._memo: dict[tuple[str, str, int], Utterance] = {}

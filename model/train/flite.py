@@ -40,7 +40,7 @@ class Flite:
 
     def __init__(self, executable: str | None = None) -> None:
         exe = executable or shutil.which("flite")
-        if exe is None:
+        if exe is None or not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
             raise ModelError(f"Flite is not installed: {INSTALL}")
         self.executable = exe
 

@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--audio-from: needs --film-from CHECKPOINT --mouth-only (the head is swapped into it)")
     if args.crop_zoom != 1.0 and args.mask_scale:
         raise SystemExit("--crop-zoom and --mask-scale: use one of them (the mask redraw needs whole-face crops)")
+    if args.audio_from and args.steps == 0 and os.path.isfile(os.path.join(args.out, WEIGHTS_NAME)):
+        raise SystemExit(f"--out {args.out}: already holds a checkpoint; choose a new folder")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t0 = time.time()
     audio_dir = os.path.join(args.out, "audio")
@@ -181,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         model = converted_model(args.film_from, film=not args.no_film, mouth_only=args.mouth_only)
         if args.audio_from:
             model = with_audio_head(model, args.audio_from)
-            if args.steps == 0:
-                if os.path.isfile(os.path.join(args.out, WEIGHTS_NAME)):
-                    raise SystemExit(f"--out {args.out}: already holds a checkpoint; choose a new folder")
+            if args.steps == 0:  # --out was checked to hold no checkpoint before any work
                 save_checkpoint(model.eval(), args.out, torch.float16)
                 log.info("model with the audio head of %s saved to %s", args.audio_from, args.out)
                 return 0
