@@ -110,3 +110,6 @@ def test_on_a_photograph_the_reference_texture_keeps_the_persons_colours_and_sha
     assert cfg.model.texture == "auto"
     auto = portrait_scores(image, [clip], cfg, load_model(cfg))
     assert auto["texture"] == "reference" and auto["delta_e"] < 2.0
+    # the mouth still moves with the speech: the mask darkens as the true opening grows, as much
+    # as with the model's own pixels (the reference texture adds the model's brightness change)
+    assert auto["motion"] > 0.5 and abs(auto["motion"] - got["model"]["motion"]) < 0.05

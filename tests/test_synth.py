@@ -127,6 +127,8 @@ def test_evaluate_scores_only_the_rows_asked_for_and_keeps_the_model_free_ones(
     res = ev.evaluate([clip], [other], None, None, rows=("passthrough", "truth_readout"))
     assert sorted(res) == ["passthrough", "truth_readout"]
     assert res["passthrough"]["leak"] > 0.9 and res["truth_readout"]["corr"] > 0.95
+    # each metric per clip too, in clip order, for paired comparisons (eval --json)
+    assert res["truth_readout"]["corr_clips"] == [res["truth_readout"]["corr"]]
     assert len(list((tmp_path / "eval").iterdir())) == 2  # one per row
 
     def no_scoring(*a, **k):  # noqa: ANN002, ANN003, ANN202
