@@ -88,6 +88,9 @@ class ModelConfig:
     # the model cannot draw this face (a photograph, for the tiny model), else "model"
     texture: Literal["auto", "model", "reference"] = "auto"
     texture_auto_delta_e: float = 14.0
+    # texture "reference" shows the reference frame's mouth at rest: the frame with the most
+    # closed-looking mouth (FaceCropper.mouth_darkness) of the face's first this many seconds
+    reference_window_s: float = 2.0
     # the model's pixels shifted by the median colour difference between the reference crop and
     # the model's rendering of it at rest (over the mask): the person's colours, not the model's
     # cast (measured: mouth PSNR +0.4 dB on every split, openness and leak within +-0.02 either
@@ -206,6 +209,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "vad.max_gain_db": (0.0, 60.0),
     "model.mouth_gain": (0.0, 4.0),
     "model.texture_auto_delta_e": (0.0, 200.0),
+    "model.reference_window_s": (0.0, 600.0),
     "face.detect_every_frames": (1, 1000),
     "face.min_confidence": (0.05, 0.99),
     "face.smoothing": (0.0, 0.95),

@@ -335,6 +335,24 @@ class FaceCropper:
             image, m, (self.size_px, self.size_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
 
+    def mouth_darkness(self, crop: np.ndarray, mask: np.ndarray, face: FaceState) -> float:
+        """How open the mouth in ``crop`` looks, from its pixels alone: the share of a box around
+        the mouth (0.8 x 0.6 eye distances) darker than half the median brightness of the
+        lower-face ``mask``. An open mouth shows its dark inside, a closed one only the line
+        between the lips. For comparing frames of one face, not faces with each other."""
+        n = self.size_px
+        m = self.affine(face)
+        kp = face.keypoints @ m[:, :2].T + m[:, 2]
+        eye = float(np.linalg.norm(kp[LEFT_EYE] - kp[RIGHT_EYE]))
+        cx, cy = (float(v) for v in kp[MOUTH])
+        x0, x1 = max(0, round(cx - 0.4 * eye)), min(n, round(cx + 0.4 * eye) + 1)
+        y0, y1 = max(0, round(cy - 0.25 * eye)), min(n, round(cy + 0.35 * eye) + 1)
+        region = mask >= 0.5
+        if x1 <= x0 or y1 <= y0 or not region.any():
+            return 0.0
+        luma = crop.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        return float((luma[y0:y1, x0:x1] < 0.5 * float(np.median(luma[region]))).mean())
+
     def mouth_mask(self, face: FaceState) -> np.ndarray:
         """Feathered lower-face mask in crop pixels, float32 in [0, 1].
 

@@ -70,6 +70,7 @@ class SessionStats:
     colour_offset: list[float] = field(default_factory=list)
     rest_delta_e: float = float("nan")
     texture: str = ""
+    reference_frame: int = 0  # the input frame texture "reference" shows at rest (model.reference_window_s)
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "ready_latency_s"}
@@ -124,6 +125,8 @@ class LipSyncSession:
         # the texture in use: the configured one, or for "auto" what the rest rendering decides
         self._texture = config.model.texture
         self._ref_crop: tuple[np.ndarray, np.ndarray] | None = None  # (crop, mask) of the reference
+        self._ref_dark = 0.0  # FaceCropper.mouth_darkness of _ref_frame
+        self._ref_until_s = 0.0  # _ref_frame may still move to a more closed mouth until then
         self._colour_offset: np.ndarray | None = None  # model.match_colour: RGB added to the model's pixels
         self._rest_job: cf.Future[JobResult] | None = None
         self._last_good: tuple[int, np.ndarray] | None = None  # (frame index, crop)
@@ -150,6 +153,16 @@ class LipSyncSession:
             if self._reference is None:
                 self._set_reference(slot.crop, slot.mask)
                 self._ref_frame = (img.copy(), face)
+                self._ref_dark = self.cropper.mouth_darkness(slot.crop, slot.mask, face)
+                self._ref_until_s = frame.time_s + self.config.model.reference_window_s
+                self.stats.reference_frame = self._n_frames
+            elif frame.time_s < self._ref_until_s:
+                # texture "reference" shows this frame's mouth at rest: take the most closed-looking
+                # mouth of the face's first seconds (a dubbed clip may start mid-word)
+                dark = self.cropper.mouth_darkness(slot.crop, slot.mask, face)
+                if dark < self._ref_dark - 0.05:
+                    self._ref_frame, self._ref_dark = (img.copy(), face), dark
+                    self.stats.reference_frame = self._n_frames
         t2 = time.perf_counter()
         self.stats.stage_ms["face"] += (t1 - t0) * 1000
         self.stats.stage_ms["crop"] += (t2 - t1) * 1000

@@ -396,6 +396,46 @@ def test_texture_auto_takes_the_reference_only_when_the_model_cannot_draw_the_fa
     assert spoken and all(np.abs(np.median(o.frame.image[core]) - level) <= 2 for o in spoken)  # the model's pixels
 
 
+def test_texture_reference_rests_on_the_most_closed_mouth_of_the_first_seconds() -> None:
+    """Texture "reference" shows the reference frame's mouth at rest. A clip that starts
+    mid-word (here: the first 10 frames with a dark open mouth) must not keep that mouth open in
+    silence: within model.reference_window_s the reference moves to a closed-looking mouth."""
+    n = 80
+    segs = [(0.2, 0.8), (2.4, 3.0)]
+
+    class DrawsTheFace(MarkerModel):  # at rest, the crop as it is
+        def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+            out = super().generate(chunk, reference, steps)
+            return out if chunk.speech.any() else chunk.frames.copy()
+
+    x0, y0, x1, y1 = BOX
+    mouth = (round((x0 + x1) / 2), round(y0 + 0.75 * (y1 - y0)))
+    skin = np.zeros((H, W, 3), np.uint8)
+    skin[...] = (190, 150, 130)
+    video = []
+    for i in range(n):
+        img = skin.copy()
+        if i < 10:  # open: the dark inside of the mouth
+            cv2.ellipse(img, mouth, (14, 8), 0, 0, 360, (40, 20, 25), -1)
+        else:  # closed: the line between the lips
+            cv2.line(img, (mouth[0] - 14, mouth[1]), (mouth[0] + 14, mouth[1]), (120, 60, 60), 1)
+        video.append(VideoFrame(img, i, Fraction(1, FPS)))
+    got = {}
+    for window in ("2.0", "0"):
+        clock = VirtualClock()
+        cfg = load(None, ["model.texture=reference", f"model.reference_window_s={window}"])
+        got[window] = run_live(DrawsTheFace(clock=clock), clock, video, ramp_audio(n / FPS, 0.15, 0.15), segs, cfg)
+    assert got["2.0"].session.stats.reference_frame >= 10 and got["0"].session.stats.reference_frame == 0
+    core, _ = mouth_regions(got["2.0"])
+    for window, ref in (("2.0", video[40].image), ("0", video[0].image)):
+        deep = [o for o in got[window].frames if 1.0 <= o.frame.time_s <= 2.2]
+        assert deep and all(o.kind is FrameKind.REST for o in deep)
+        for o in deep:  # at rest: the chosen frame's own mouth
+            assert np.abs(o.frame.image[core].astype(int) - ref[core].astype(int)).max() <= 1
+    rest = [o for o in got["2.0"].frames if 1.0 <= o.frame.time_s <= 2.2][0].frame.image[core].astype(float)
+    assert rest.mean() > 150  # not the dark open mouth of the first frames
+
+
 def test_match_colour_takes_the_models_colour_cast_off_its_pixels() -> None:
     """model.match_colour: a model that draws the face with a colour cast (here 30 levels too
     blue) has its pixels shifted back by the median difference between the reference crop and its
