@@ -118,8 +118,9 @@ class LipSyncSession:
         self._finished = False
         self._reference: Any = None
         self._rest_crop: np.ndarray | None = None
-        # model.texture = "reference": the reference frame, its face, and the model's rendering of
-        # its crop at rest (what a generated crop is taken relative to)
+        # model.texture = "reference": the frame shown at rest and its face (the most closed-looking
+        # mouth of the face's first model.reference_window_s), and the model's rendering at rest of
+        # the first face's crop, the model's reference (what a generated crop is taken relative to)
         self._ref_frame: tuple[np.ndarray, FaceState] | None = None
         self._rest_render: np.ndarray | None = None
         # the texture in use: the configured one, or for "auto" what the rest rendering decides
