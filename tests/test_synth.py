@@ -112,6 +112,10 @@ def test_the_leak_reads_the_input_speakers_mouth_showing_through(clip, engine: E
     truth = score(clip.frames, clip, source_open=src)  # the truth: what two mouth tracks share by chance
     assert truth.leak < 0.5 and truth.corr > 0.95
     assert np.isnan(score(clip.frames, clip).leak)
+    # the partial leak holds the truth fixed: the input video still leaks all through it, and the
+    # truth's chance share with the input is gone from it
+    assert score(shown, clip, source_open=src).leak_partial > 0.9
+    assert abs(truth.leak_partial) < 0.1 < truth.leak  # measured: 0.06 against 0.14
 
 
 def test_evaluate_scores_only_the_rows_asked_for_and_keeps_the_model_free_ones(

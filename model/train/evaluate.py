@@ -16,7 +16,8 @@ the ratio reads tracker jitter as well as chunk seams); PSNR and
 SSIM of the mouth region vs the true frames; pixels outside the pasted mask unchanged; and the
 leak: the correlation of the output's openness with the *input video's* (the original speaker's
 mouth showing through when dubbing; the pass-through row reads about 1, the truth only what
-two unrelated mouth tracks share by chance).
+two unrelated mouth tracks share by chance), and the partial leak: the same with the truth held
+fixed, so that following the audio better does not read as leaking.
 Baselines: pass-through (the input video) and audio energy (openness from the RMS envelope,
 rendered).
 """
@@ -118,6 +119,9 @@ class ClipScores:
     psnr_db: float
     ssim: float
     leak: float = float("nan")
+    # the leak beyond what the truth shares with the input's mouth: the partial correlation of the
+    # output's openness with the input's, given the truth (two unrelated tracks share some by chance)
+    leak_partial: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -131,12 +135,13 @@ def score(
     opened = read_openness(frames, clip)
     truth = clip.mouth[: len(opened), 0]
     corr = float(np.corrcoef(opened, truth)[0, 1]) if np.std(opened) > 1e-6 else 0.0
-    leak = float("nan")
+    leak = leak_partial = float("nan")
     if source_open is not None:
         if len(source_open) < len(opened):
             raise ValueError(f"score: source_open has {len(source_open)} frames for {len(opened)}: cycle it")
         src = source_open[: len(opened)]
         leak = float(np.corrcoef(opened, src)[0, 1]) if np.std(opened) > 1e-6 and np.std(src) > 1e-6 else 0.0
+        leak_partial = partial_corr(leak, corr, float(np.corrcoef(src, truth)[0, 1]) if np.std(src) > 1e-6 else 0.0)
     size = frames.shape[1]
     regions = []
     for i, img in enumerate(frames):
@@ -162,8 +167,23 @@ def score(
         psnrs.append(10 * np.log10(255**2 / max(mse, 1e-10)))
         ssims.append(ssim(g.mean(axis=2), t.mean(axis=2)))
     return ClipScores(
-        corr, best_lag(opened, truth), still_sil, still_sp, seam, float(np.mean(psnrs)), float(np.mean(ssims)), leak
+        corr,
+        best_lag(opened, truth),
+        still_sil,
+        still_sp,
+        seam,
+        float(np.mean(psnrs)),
+        float(np.mean(ssims)),
+        leak,
+        leak_partial,
     )
+
+
+def partial_corr(r_xy: float, r_xz: float, r_yz: float) -> float:
+    """The correlation of x and y with z held fixed, from the three pairwise correlations; 0 when
+    z explains x or y entirely."""
+    den = (1.0 - r_xz**2) * (1.0 - r_yz**2)
+    return float((r_xy - r_xz * r_yz) / np.sqrt(den)) if den > 1e-6 else 0.0
 
 
 def engine_output(clip: Clip, input_frames: np.ndarray, config: Any, model: Any) -> tuple[np.ndarray, dict[str, Any]]:
