@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from stream.compositor import LUMA
 from stream.config import FaceConfig
 from stream.errors import InputError
 
@@ -350,7 +351,7 @@ class FaceCropper:
         region = mask >= 0.5
         if x1 <= x0 or y1 <= y0 or not region.any():
             return 0.0
-        luma = crop.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        luma = crop.astype(np.float32) @ LUMA
         return float((luma[y0:y1, x0:x1] < 0.5 * float(np.median(luma[region]))).mean())
 
     def mouth_mask(self, face: FaceState) -> np.ndarray:

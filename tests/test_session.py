@@ -361,6 +361,14 @@ def test_texture_reference_shows_the_reference_frame_at_rest_and_the_models_brig
         assert np.abs(d[unclipped] - d[unclipped].mean(axis=1, keepdims=True)).max() <= 2
 
 
+class DrawsTheFace(MarkerModel):
+    """Draws the face it is given at rest (the crop as it is), the marker in speech."""
+
+    def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+        out = super().generate(chunk, reference, steps)
+        return out if chunk.speech.any() else chunk.frames.copy()
+
+
 def test_texture_auto_takes_the_reference_only_when_the_model_cannot_draw_the_face() -> None:
     """model.texture = "auto" (the default): the model's rendering of the reference at rest is
     compared with the reference crop (mean CIELAB delta-E over the mask). A model that draws the
@@ -368,11 +376,6 @@ def test_texture_auto_takes_the_reference_only_when_the_model_cannot_draw_the_fa
     photograph) gets the "reference" texture, so the mouth at rest is the person's own."""
     n = 80
     segs = [(0.2, 0.8), (2.4, 3.0)]
-
-    class DrawsTheFace(MarkerModel):  # at rest, the crop as it is; in speech, the marker
-        def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
-            out = super().generate(chunk, reference, steps)
-            return out if chunk.speech.any() else chunk.frames.copy()
 
     cfg = load(None, [])
     assert cfg.model.texture == "auto"
@@ -402,11 +405,6 @@ def test_texture_reference_rests_on_the_most_closed_mouth_of_the_first_seconds()
     silence: within model.reference_window_s the reference moves to a closed-looking mouth."""
     n = 80
     segs = [(0.2, 0.8), (2.4, 3.0)]
-
-    class DrawsTheFace(MarkerModel):  # at rest, the crop as it is
-        def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
-            out = super().generate(chunk, reference, steps)
-            return out if chunk.speech.any() else chunk.frames.copy()
 
     x0, y0, x1, y1 = BOX
     mouth = (round((x0 + x1) / 2), round(y0 + 0.75 * (y1 - y0)))

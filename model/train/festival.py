@@ -43,6 +43,15 @@ def _scheme_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def find_program(name: str, executable: str | None, engine: str, install: str) -> str:
+    """``executable``, or ``name`` on the PATH, if it is a program; else a one-line ModelError
+    naming what to install."""
+    exe = executable or shutil.which(name)
+    if exe is None or not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
+        raise ModelError(f"{engine} is not installed: {install}")
+    return exe
+
+
 def read_pcm16(path: str, engine: str) -> tuple[np.ndarray, int]:
     """A 16-bit WAV that ``engine`` wrote -> (float32 mono in [-1, 1], sample rate)."""
     with wave.open(path) as w:
@@ -69,10 +78,7 @@ class Festival:
     models set it); the rate stretches the phone durations around 160 words per minute."""
 
     def __init__(self, executable: str | None = None) -> None:
-        exe = executable or shutil.which("festival")
-        if exe is None or not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
-            raise ModelError(f"Festival is not installed: {INSTALL}")
-        self.executable = exe
+        self.executable = find_program("festival", executable, "Festival", INSTALL)
         self._memo: dict[tuple[str, str, int], Utterance] = {}
 
     def voices(self) -> list[str]:

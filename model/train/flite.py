@@ -17,13 +17,12 @@ never train (``HELD_OUT``): that split keeps both its engine and its speakers un
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 
 import numpy as np
 
-from model.train.festival import phones_from_ends, read_pcm16
+from model.train.festival import find_program, phones_from_ends, read_pcm16
 from stream.errors import ModelError
 from translate_bridge.espeak import Utterance
 
@@ -39,10 +38,7 @@ class Flite:
     (``rms``) from 80 to 160 Hz; the cluster-unit voice (``awb``) keeps its recorded pitch."""
 
     def __init__(self, executable: str | None = None) -> None:
-        exe = executable or shutil.which("flite")
-        if exe is None or not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
-            raise ModelError(f"Flite is not installed: {INSTALL}")
-        self.executable = exe
+        self.executable = find_program("flite", executable, "Flite", INSTALL)
 
     def voices(self) -> list[str]:
         p = subprocess.run([self.executable, "-lv"], capture_output=True, text=True, timeout=30)
