@@ -69,6 +69,7 @@ class SessionStats:
     # delta-E over the mask left after that, and the texture chosen by it with texture "auto"
     colour_offset: list[float] = field(default_factory=list)
     rest_delta_e: float = float("nan")
+    rest_delta_e_raw: float = float("nan")  # the same with the cast left on
     texture: str = ""
     reference_frame: int = 0  # the input frame texture "reference" shows at rest (model.reference_window_s)
 
@@ -240,6 +241,7 @@ class LipSyncSession:
             return
         offset = np.median(crop[region].astype(np.float32) - self._rest_render[region].astype(np.float32), axis=0)
         self.stats.colour_offset = [float(v) for v in offset]
+        self.stats.rest_delta_e_raw = mean_delta_e(self._rest_render, crop, region)
         de = mean_delta_e(shift_colour(self._rest_render, offset), crop, region)
         self.stats.rest_delta_e = de
         if self.config.model.match_colour:
