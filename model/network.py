@@ -97,6 +97,17 @@ class SayAnythingModel(nn.Module):
                 tokens = enc.tokens_from_mouth(mouth)
         return tokens, mouth
 
+    def rest_conditions(self, cond: Conditions) -> Conditions | None:
+        """``cond`` with the mouth's opening set to 0 (the other mouth parameters as given): the
+        closed mouth that ``mouth_guidance`` extrapolates away from. None for a model whose
+        denoiser does not hear the mouth parameters alone (``mouth_only``)."""
+        enc = self.audio_encoder
+        if cond.mouth is None or not (isinstance(enc, MouthAudioEncoder) and enc.config.mouth_only):
+            return None
+        mouth = torch.cat([torch.zeros_like(cond.mouth[..., :1]), cond.mouth[..., 1:]], dim=-1)
+        tokens = enc.tokens_from_mouth(mouth).to(cond.audio_tokens.dtype)
+        return Conditions(cond.masked_latents, cond.mask_latent, tokens, cond.id_features, mouth)
+
     # -- denoiser --------------------------------------------------------------------
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditions) -> torch.Tensor:
         """D(x; sigma): the clean latent estimate (v-prediction preconditioning as in SVD).

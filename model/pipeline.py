@@ -105,6 +105,7 @@ class SayAnythingPipeline:
             runtime=mc.runtime,
             decode_box=mc.decode == "box",
             mouth_gain=mc.mouth_gain or None,
+            mouth_guidance=mc.mouth_guidance or None,
         )
         kwargs.update(overrides)
         return cls(model, **kwargs)
@@ -123,6 +124,7 @@ class SayAnythingPipeline:
         decode_box: bool = True,
         runtime: str = "torch",
         mouth_gain: float | None = None,
+        mouth_guidance: float | None = None,
     ) -> None:
         """``reuse_overlap`` / ``decode_box``: the two savings of ``generate`` (reusing the latents
         of frames the previous chunk encoded; decoding only the mask's box); off, every frame is
@@ -155,6 +157,13 @@ class SayAnythingPipeline:
             )
         if device == "mps" and not torch.backends.mps.is_available():
             raise ModelError("model device 'mps' is not available (no Apple GPU): use device = 'cpu'")
+        c, a = model.config, model.config.audio
+        guide = c.mouth_guidance if mouth_guidance is None else float(mouth_guidance)
+        if guide != 1.0 and not (c.mouth_film and a.kind == "mouth" and a.mouth_only):
+            raise ModelError(
+                f"model.mouth_guidance needs a model whose denoiser hears only the mouth parameters "
+                f"({name or c.name} does not): set model.mouth_guidance = 1"
+            )
         self.device = torch.device(device)
         self._ov = None
         if runtime == "openvino":
@@ -180,6 +189,7 @@ class SayAnythingPipeline:
         self.reference_guidance = 1.0 if self.config.consistency else reference_guidance
         self.seed = seed
         self.mouth_gain = mouth_gain
+        self.mouth_guidance = guide
         self.reuse_overlap, self.decode_box = reuse_overlap, decode_box
         # (times, latents, frames, masks) of the last chunk's masked frames, for the overlap
         self._last_encoded: tuple[list[float], torch.Tensor, np.ndarray, np.ndarray] | None = None
@@ -231,6 +241,7 @@ class SayAnythingPipeline:
         if masked_latents is None:
             masked_latents = self._encode(frames * (1.0 - masks))
         cond = m.conditions(frames, masks, audio, reference.id_features, masked_latents, self.mouth_gain)
+        rest = m.rest_conditions(cond) if self.mouth_guidance != 1.0 else None
         self.sampler.set_timesteps(steps)
         gen = torch.Generator().manual_seed(self.seed)
         # the sampler state stays float32 (as diffusers' schedulers upcast): in bfloat16 an Euler
@@ -241,6 +252,11 @@ class SayAnythingPipeline:
             d = m.guided_denoise(
                 x.to(self.dtype), sigma, cond, self.guidance, self.reference_guidance, denoise=self._denoise
             )
+            if rest is not None:  # away from the closed mouth: D(rest) + g (D(mouth) - D(rest))
+                d0 = m.guided_denoise(
+                    x.to(self.dtype), sigma, rest, self.guidance, self.reference_guidance, denoise=self._denoise
+                )
+                d = d0 + self.mouth_guidance * (d - d0)
             x = self.sampler.step(d.float(), i, x, gen)
         out = frames.clone()
         lat = cond.mask_latent.amax(dim=(0, 1, 2))  # (h, w): any frame's mask

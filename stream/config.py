@@ -98,6 +98,11 @@ class ModelConfig:
     match_colour: bool = False
     # the model's opening calibration (its config's ``mouth_gain``) replaced by this; 0: the model's
     mouth_gain: float = 0.0
+    # the denoiser run twice, with the opening asked for and with the mouth closed, and the
+    # output taken this many times as far from the closed one: the mouth the audio asks for gains
+    # weight against what the input's own mouth leaks through both (twice the denoiser's cost);
+    # 1: off; 0: the model's own (its config's ``mouth_guidance``)
+    mouth_guidance: float = 0.0
     # torch.compile the UNet; "reduce-overhead" also captures CUDA graphs
     compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
     seed: int = 0
@@ -208,6 +213,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "vad.crossfade_ms": (0, 2000),
     "vad.max_gain_db": (0.0, 60.0),
     "model.mouth_gain": (0.0, 4.0),
+    "model.mouth_guidance": (0.0, 4.0),
     "model.texture_auto_delta_e": (0.0, 200.0),
     "model.reference_window_s": (0.0, 600.0),
     "face.detect_every_frames": (1, 1000),

@@ -3,6 +3,7 @@ and resume) and the pipeline's inference savings, on micro random-weight models.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 
@@ -17,6 +18,7 @@ from model.network import SayAnythingModel
 from model.pipeline import SayAnythingPipeline
 from model.train.dataset import ChunkSet
 from model.train.fewstep import STATE, FewStepConfig, encode_latents, remask_latents, rescaled_mask, train_fewstep
+from stream.errors import InputError
 from stream.worker import ModelChunk
 
 
@@ -244,6 +246,87 @@ def test_mouth_gain_scales_the_opening_the_denoiser_reads(tmp_path) -> None:  # 
             pipe = SayAnythingPipeline.from_config(net, mc)
             used = net.conditions(frames, masks, audio, ids, mouth_gain=pipe.mouth_gain).mouth
             torch.testing.assert_close(used[..., 0], gain * unit)
+
+
+def test_mouth_guidance_extrapolates_from_the_closed_mouth_inside_the_mask_only() -> None:
+    """mouth_guidance g: D(closed) + g (D(asked) - D(closed)), the closed mouth being the asked
+    parameters with the opening at 0. So g = 0 is the model run with the opening zeroed (gain 0),
+    g = 1 is one plain run, and every g leaves the pixels outside the mask as they were. The
+    model's config carries its own g; a model whose denoiser does not hear the mouth parameters
+    alone gets one line naming the fix."""
+    from stream.config import ModelConfig
+    from stream.errors import ModelError
+
+    c = _config()
+    config = dataclasses.replace(c, mouth_film=True, audio=dataclasses.replace(c.audio, mouth_only=True))
+    torch.manual_seed(0)
+    model = SayAnythingModel(config).eval()
+    chunk = make_chunk(config)
+
+    def run(**kw: float) -> np.ndarray:
+        pipe = SayAnythingPipeline(model, **kw)  # type: ignore[arg-type]
+        return pipe.generate(chunk, pipe.encode_reference(chunk.frames[0]), 1)
+
+    plain, closed = run(), run(mouth_gain=0.0)
+    assert np.array_equal(run(mouth_guidance=1.0), plain)
+    assert np.abs(run(mouth_guidance=0.0).astype(int) - closed.astype(int)).max() <= 1
+    more = run(mouth_guidance=2.0)
+    outside = chunk.masks <= 0.02
+    assert np.array_equal(more[outside], plain[outside]) and not np.array_equal(more, plain)
+    assert SayAnythingPipeline(model).mouth_guidance == 1.0
+    model.config = dataclasses.replace(config, mouth_guidance=1.5)
+    assert SayAnythingPipeline.from_config(model, ModelConfig(runtime="torch")).mouth_guidance == 1.5
+    assert SayAnythingPipeline.from_config(model, ModelConfig(runtime="torch", mouth_guidance=1.0)).mouth_guidance == 1.0
+    torch.manual_seed(0)
+    other = SayAnythingModel(c).eval()  # its denoiser hears the audio trunk's tokens too
+    try:
+        SayAnythingPipeline(other, mouth_guidance=1.5)
+    except ModelError as e:
+        assert "\n" not in str(e) and "model.mouth_guidance = 1" in str(e)
+    else:
+        raise AssertionError("mouth guidance ran on a model that does not hear the mouth parameters alone")
+
+
+def test_a_guidance_target_folds_the_mouth_guidance_into_one_run(tmp_path) -> None:  # noqa: ANN001
+    """guidance_target g: the loss is against the frozen starting model's guided estimate, so
+    with g = 1 it starts at zero (the model is its own target), and training moves one run of
+    the model towards what two runs of the starting model gave with guidance g."""
+    from model.train.fewstep import _Step, _tensors
+
+    c = _config()
+    config = dataclasses.replace(c, mouth_film=True, audio=dataclasses.replace(c.audio, mouth_only=True))
+    torch.manual_seed(0)
+    model = SayAnythingModel(config)
+    latents = encode_latents(model, _chunkset(4, config))
+    b = _tensors(latents, torch.device("cpu"))
+    sigma, noise = torch.full((4,), 80.0), torch.randn(latents.target.shape)
+    forced = torch.zeros(4)
+    model.eval()
+    teacher = copy.deepcopy(model)
+    with torch.no_grad():
+        same = _Step(model, FewStepConfig(guidance_target=1.0), teacher)(b, sigma, noise, forced)[1]
+        tc = FewStepConfig(guidance_target=3.0)
+        before = _Step(model, tc, teacher)(b, sigma, noise, forced)[1]
+    assert float(same) < 1e-10 and float(before) > 1e-6
+    # a small step down the loss's gradient moves the model's one run towards the guided target
+    step = _Step(model, tc, teacher)
+    step(b, sigma, noise, forced)[1].backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 0.05 * p.grad
+        after = _Step(model, tc, teacher)(b, sigma, noise, forced)[1]
+    assert float(after) < float(before)
+    # and the training loop takes it (the teacher is the model as it started)
+    trained = train_fewstep(model, latents, dataclasses.replace(tc, steps=2, batch_size=2), str(tmp_path / "g"))
+    assert isinstance(trained, SayAnythingModel)
+    no_mouth = SayAnythingModel(c)  # its denoiser hears the audio trunk too
+    try:
+        train_fewstep(no_mouth, latents, tc, str(tmp_path / "n"))
+    except InputError as e:
+        assert "--mouth-only" in str(e)
+    else:
+        raise AssertionError("a guidance target was accepted for a model that does not hear the mouth alone")
 
 
 def test_remasked_latents_are_the_latents_of_the_redrawn_masks(tmp_path) -> None:  # noqa: ANN001

@@ -88,6 +88,11 @@ class SayAnythingConfig:
     # denoiser reads it: the calibration of a model that renders less opening than it is asked
     # for on faces it has not seen (chosen on a development split, never on the test splits)
     mouth_gain: float = 1.0
+    # (``mouth_only`` denoiser) the denoiser also runs with the opening set to 0 and the output is
+    # taken this many times as far from that closed mouth (``SayAnythingPipeline.sample``): the
+    # mouth the audio asks for gains weight against what the input's own mouth leaks through both
+    # runs; 1: off (one run). Chosen on the development split, with ``mouth_gain``
+    mouth_guidance: float = 1.0
     # (height, width) multipliers of the engine's lower-face mask (``stream.face.FaceCropper``)
     # that the model was trained with; the engine builds its mask with them (``face.mask_*_scale``
     # multiply on top), so a model always gets the editing region it learned to fill

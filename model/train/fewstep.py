@@ -199,6 +199,11 @@ class FewStepConfig:
     # fixed); enrolment trains the ID-guider alone, which sees only the reference frame and so
     # can adapt the appearance but cannot learn to read the mouth from the input video
     train_only: tuple[str, ...] = ()
+    # != 1: the target is not the true latent but the starting model (frozen) run with this mouth
+    # guidance, D(closed) + g (D(asked) - D(closed)) (``SayAnythingPipeline.sample``), so one
+    # run of the trained model does what two of the starting model did (guidance folded in, as
+    # in a distilled student); mouth_only models
+    guidance_target: float = 1.0
 
 
 def _sigmas(model: SayAnythingModel, n: int, tc: FewStepConfig, gen: torch.Generator) -> torch.Tensor:
@@ -244,9 +249,23 @@ class _Step(nn.Module):
     """One training step's loss as a module, so DistributedDataParallel can wrap it (it
     all-reduces the gradients of whatever its forward used)."""
 
-    def __init__(self, model: SayAnythingModel, tc: FewStepConfig) -> None:
+    def __init__(self, model: SayAnythingModel, tc: FewStepConfig, teacher: SayAnythingModel | None = None) -> None:
         super().__init__()
         self.model, self.tc = model, tc
+        self._teacher = [teacher]  # in a list: not a submodule (DDP and the optimizer leave it alone)
+
+    @torch.no_grad()
+    def _guided(self, xn: torch.Tensor, sigma: torch.Tensor, b: dict[str, torch.Tensor], given: torch.Tensor,
+                ) -> torch.Tensor:  # fmt: skip
+        """The frozen starting model's mouth-guided estimate for these inputs and mouth parameters."""
+        t = self._teacher[0]
+        assert t is not None and isinstance(t.audio_encoder, MouthAudioEncoder)
+        ids = t.id_guider(b["reference"])
+        cond = Conditions(b["masked"], b["mask"], t.audio_encoder.tokens_from_mouth(given), ids, given)
+        rest = t.rest_conditions(cond)
+        assert rest is not None
+        d, d0 = t.denoise(xn, sigma, cond).float(), t.denoise(xn, sigma, rest).float()
+        return d0 + self.tc.guidance_target * (d - d0)
 
     def forward(
         self, b: dict[str, torch.Tensor], sigma: torch.Tensor, noise: torch.Tensor, forced: torch.Tensor
@@ -271,7 +290,10 @@ class _Step(nn.Module):
         else:
             tokens, aux = enc(b["audio"]), torch.zeros((), device=x0.device)
         cond = Conditions(b["masked"], mlat, tokens, model.id_guider(b["reference"]), film)
-        d = model.denoise(x0 + sigma.reshape(-1, 1, 1, 1, 1) * noise, sigma, cond).float()
+        xn = x0 + sigma.reshape(-1, 1, 1, 1, 1) * noise
+        d = model.denoise(xn, sigma, cond).float()
+        if self._teacher[0] is not None:  # the target: the starting model's guided estimate
+            x0 = self._guided(xn, sigma, b, given)
         region = 0.05 + mlat
         # per sample, then averaged: the mean over ranks of per-rank means is the global mean
         rec = ((region * (d - x0) ** 2).sum(dim=(1, 2, 3, 4)) / (region.sum(dim=(1, 2, 3, 4)) * x0.shape[2])).mean()
@@ -362,6 +384,12 @@ def train_fewstep(
         [{"params": other, "lr": tc.lr}, {"params": audio_params, "lr": tc.audio_lr}], weight_decay=1e-4
     )
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    teacher = None
+    if tc.guidance_target != 1.0:
+        a = model.config.audio
+        if not (model.config.mouth_film and a.kind == "mouth" and a.mouth_only):
+            raise InputError("a guidance target needs a mouth_only model (recipe_v2 --film-from CK --mouth-only)")
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)  # the starting model, before any resume
     step = 0
     path = os.path.join(out, STATE)
     if os.path.isfile(path):
@@ -373,7 +401,7 @@ def train_fewstep(
         log.info("resumed %s at step %d", out, step)
     # each rank draws its own noise and batches; a resumed run continues from a fresh seed
     gen = torch.Generator().manual_seed(hash((tc.seed, rank, step)) % 2**62)
-    module: nn.Module = _Step(model, tc)
+    module: nn.Module = _Step(model, tc, teacher)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 

@@ -167,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--truth-mouth", type=float, default=0.5, help="--film-from: share of truth-forced FiLM inputs")
     ap.add_argument("--pixel-weight", type=float, default=0.0, help="weight of the pixel L1 on the mask box")
     ap.add_argument("--delta-weight", type=float, default=0.0, help="weight of the frame-to-frame difference loss")
+    ap.add_argument(
+        "--guidance-target",
+        type=float,
+        default=1.0,
+        help="--film-from with --mouth-only: train towards the starting model run with this mouth guidance (folded in: "
+        "the result runs once, with mouth_guidance 1)",
+    )
     args = ap.parse_args(argv)
     if not args.crop_zoom >= 1.0:
         raise SystemExit(f"--crop-zoom {args.crop_zoom}: must be >= 1 (1 is the whole-face crop)")
@@ -174,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--audio-from: needs --film-from CHECKPOINT --mouth-only (the head is swapped into it)")
     if args.crop_zoom != 1.0 and args.mask_scale:
         raise SystemExit("--crop-zoom and --mask-scale: use one of them (the mask redraw needs whole-face crops)")
+    if args.guidance_target != 1.0 and not (args.film_from and args.mouth_only):
+        raise SystemExit("--guidance-target: needs --film-from CHECKPOINT --mouth-only (a mouth_only model to fold it into)")
     if args.audio_from and args.steps == 0 and os.path.isfile(os.path.join(args.out, WEIGHTS_NAME)):
         raise SystemExit(f"--out {args.out}: already holds a checkpoint; choose a new folder")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -241,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         mouth_noise=args.mouth_noise,
         freeze_audio=args.freeze_audio,
         lr=args.lr,
+        guidance_target=args.guidance_target,
     )
+    if args.guidance_target != 1.0:  # folded in: the trained model runs once
+        model.config = dataclasses.replace(model.config, mouth_guidance=1.0)
 
     def progress(step: int, losses: dict[str, float]) -> None:
         if step % 25 == 0:
