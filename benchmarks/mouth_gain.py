@@ -35,6 +35,7 @@ from model.train.speech import ESpeak  # noqa: E402
 from model.train.synth import make_clip  # noqa: E402
 from stream.bench import machine  # noqa: E402
 from stream.config import load  # noqa: E402
+from stream.errors import ModelError  # noqa: E402
 
 DEV_SEED = 50_000
 
@@ -57,7 +58,10 @@ def main() -> int:
     rows = {}
     for mg in guidances:
         for g in gains:
-            pipe = SayAnythingPipeline.from_config(net, cfg.model, mouth_gain=g, mouth_guidance=mg)
+            try:
+                pipe = SayAnythingPipeline.from_config(net, cfg.model, mouth_gain=g, mouth_guidance=mg)
+            except ModelError as e:
+                raise SystemExit(f"{args.checkpoint}: {e}") from None
             m = evaluate(clips, others, cfg, pipe, rows=("model",))["model"]
             rows[(g, mg)] = {k: round(v, 4) for k, v in m.items() if not isinstance(v, list)}
             print(
