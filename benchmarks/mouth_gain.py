@@ -82,7 +82,8 @@ def main() -> int:
     if args.write:
         config = dataclasses.replace(load_config(args.checkpoint), mouth_gain=best[0], mouth_guidance=best[1])
         save_config(config, args.checkpoint)
-        print(f"wrote mouth_gain = {best[0]:g}, mouth_guidance = {best[1]:g} to {os.path.join(args.checkpoint, CONFIG_NAME)}")
+        where = os.path.join(args.checkpoint, CONFIG_NAME)
+        print(f"wrote mouth_gain = {best[0]:g}, mouth_guidance = {best[1]:g} to {where}")
     out = os.path.join(ROOT, "benchmarks", "results", "mouth_gain.json")
     with open(out, "w") as f:
         json.dump({"checkpoint": args.checkpoint, "machine": machine(), "clips": args.clips,

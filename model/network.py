@@ -102,7 +102,7 @@ class SayAnythingModel(nn.Module):
         closed mouth that ``mouth_guidance`` extrapolates away from. None for a model whose
         denoiser does not hear the mouth parameters alone (``mouth_only``)."""
         enc = self.audio_encoder
-        if cond.mouth is None or not (isinstance(enc, MouthAudioEncoder) and enc.config.mouth_only):
+        if cond.mouth is None or not (self.config.hears_mouth_only and isinstance(enc, MouthAudioEncoder)):
             return None
         mouth = torch.cat([torch.zeros_like(cond.mouth[..., :1]), cond.mouth[..., 1:]], dim=-1)
         tokens = enc.tokens_from_mouth(mouth).to(cond.audio_tokens.dtype)

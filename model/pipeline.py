@@ -157,9 +157,9 @@ class SayAnythingPipeline:
             )
         if device == "mps" and not torch.backends.mps.is_available():
             raise ModelError("model device 'mps' is not available (no Apple GPU): use device = 'cpu'")
-        c, a = model.config, model.config.audio
+        c = model.config
         guide = c.mouth_guidance if mouth_guidance is None else float(mouth_guidance)
-        if guide != 1.0 and not (c.mouth_film and a.kind == "mouth" and a.mouth_only):
+        if guide != 1.0 and not c.hears_mouth_only:
             raise ModelError(
                 f"model.mouth_guidance needs a model whose denoiser hears only the mouth parameters "
                 f"({name or c.name} does not): set model.mouth_guidance = 1"

@@ -276,7 +276,8 @@ def test_mouth_guidance_extrapolates_from_the_closed_mouth_inside_the_mask_only(
     assert SayAnythingPipeline(model).mouth_guidance == 1.0
     model.config = dataclasses.replace(config, mouth_guidance=1.5)
     assert SayAnythingPipeline.from_config(model, ModelConfig(runtime="torch")).mouth_guidance == 1.5
-    assert SayAnythingPipeline.from_config(model, ModelConfig(runtime="torch", mouth_guidance=1.0)).mouth_guidance == 1.0
+    off = SayAnythingPipeline.from_config(model, ModelConfig(runtime="torch", mouth_guidance=1.0))
+    assert off.mouth_guidance == 1.0
     torch.manual_seed(0)
     other = SayAnythingModel(c).eval()  # its denoiser hears the audio trunk's tokens too
     try:

@@ -108,6 +108,12 @@ class SayAnythingConfig:
     sigma_data: float = 1.0
 
     @property
+    def hears_mouth_only(self) -> bool:
+        """The denoiser hears the four mouth parameters alone (tokens and FiLM): what mouth
+        guidance needs, since only then can the same conditions ask for a closed mouth."""
+        return self.mouth_film and self.audio.kind == "mouth" and self.audio.mouth_only
+
+    @property
     def latent_px(self) -> int:
         down = 8 if self.vae.kind == "svd" else 2 ** (len(self.vae.block_out_channels) - 1)
         return self.resolution_px // down

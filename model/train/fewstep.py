@@ -255,8 +255,9 @@ class _Step(nn.Module):
         self._teacher = [teacher]  # in a list: not a submodule (DDP and the optimizer leave it alone)
 
     @torch.no_grad()
-    def _guided(self, xn: torch.Tensor, sigma: torch.Tensor, b: dict[str, torch.Tensor], given: torch.Tensor,
-                ) -> torch.Tensor:  # fmt: skip
+    def _guided(
+        self, xn: torch.Tensor, sigma: torch.Tensor, b: dict[str, torch.Tensor], given: torch.Tensor
+    ) -> torch.Tensor:
         """The frozen starting model's mouth-guided estimate for these inputs and mouth parameters."""
         t = self._teacher[0]
         assert t is not None and isinstance(t.audio_encoder, MouthAudioEncoder)
@@ -386,8 +387,7 @@ def train_fewstep(
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     teacher = None
     if tc.guidance_target != 1.0:
-        a = model.config.audio
-        if not (model.config.mouth_film and a.kind == "mouth" and a.mouth_only):
+        if not model.config.hears_mouth_only:
             raise InputError("a guidance target needs a mouth_only model (recipe_v2 --film-from CK --mouth-only)")
         teacher = copy.deepcopy(model).eval().requires_grad_(False)  # the starting model, before any resume
     step = 0

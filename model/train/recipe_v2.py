@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.crop_zoom != 1.0 and args.mask_scale:
         raise SystemExit("--crop-zoom and --mask-scale: use one of them (the mask redraw needs whole-face crops)")
     if args.guidance_target != 1.0 and not (args.film_from and args.mouth_only):
-        raise SystemExit("--guidance-target: needs --film-from CHECKPOINT --mouth-only (a mouth_only model to fold it into)")
+        raise SystemExit("--guidance-target: needs --film-from CHECKPOINT --mouth-only (the model it is folded into)")
     if args.audio_from and args.steps == 0 and os.path.isfile(os.path.join(args.out, WEIGHTS_NAME)):
         raise SystemExit(f"--out {args.out}: already holds a checkpoint; choose a new folder")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
