@@ -46,7 +46,9 @@ def main() -> int:
     ap.add_argument("--gains", default="1,1.3,1.6,2")
     ap.add_argument("--guidances", default="1", help="mouth guidance values, each tried with every gain")
     ap.add_argument("--clips", type=int, default=8)
-    ap.add_argument("--write", action="store_true", help="store the best gain in the checkpoint's config.json")
+    ap.add_argument(
+        "--write", action="store_true", help="store the best gain and guidance in the checkpoint's config.json"
+    )
     args = ap.parse_args()
     gains = [float(g) for g in args.gains.split(",")]
     guidances = [float(g) for g in args.guidances.split(",")]

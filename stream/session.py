@@ -158,9 +158,10 @@ class LipSyncSession:
                 self._ref_dark = self.cropper.mouth_darkness(slot.crop, slot.mask, face)
                 self._ref_until_s = frame.time_s + self.config.model.reference_window_s
                 self.stats.reference_frame = self._n_frames
-            elif frame.time_s < self._ref_until_s:
+            elif frame.time_s < self._ref_until_s and self._texture != "model":
                 # texture "reference" shows this frame's mouth at rest: take the most closed-looking
-                # mouth of the face's first seconds (a dubbed clip may start mid-word)
+                # mouth of the face's first seconds (a dubbed clip may start mid-word); the model's
+                # own texture (configured, or chosen by "auto") never shows it, so it is not measured
                 dark = self.cropper.mouth_darkness(slot.crop, slot.mask, face)
                 if dark < self._ref_dark - 0.05:
                     self._ref_frame, self._ref_dark = (img.copy(), face), dark
