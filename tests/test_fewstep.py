@@ -466,7 +466,7 @@ def test_the_decoder_stage_never_writes_over_a_checkpoint(tmp_path) -> None:  # 
     assert sorted(p.name for p in out.iterdir()) == ["config.json"] and (out / "config.json").read_text() == "{}"
 
 
-def test_recipe_v2_refuses_a_bad_crop_zoom_before_any_work(tmp_path) -> None:  # noqa: ANN001
+def test_recipe_v2_refuses_a_bad_crop_zoom_or_guidance_target_before_any_work(tmp_path) -> None:  # noqa: ANN001
     import pytest
 
     from model.train.recipe_v2 import main
@@ -476,6 +476,8 @@ def test_recipe_v2_refuses_a_bad_crop_zoom_before_any_work(tmp_path) -> None:  #
         main(["--crop-zoom", "0.5", "--out", out, "--cache", str(tmp_path)])
     with pytest.raises(SystemExit, match="use one of them"):
         main(["--crop-zoom", "1.5", "--mask-scale", "1.2,1.2", "--out", out, "--cache", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--guidance-target: needs --film-from CHECKPOINT --mouth-only"):
+        main(["--guidance-target", "1.5", "--out", out, "--cache", str(tmp_path)])
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
 
 
