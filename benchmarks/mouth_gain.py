@@ -68,7 +68,8 @@ def main() -> int:
             rows[(g, mg)] = {k: round(v, 4) for k, v in m.items() if not isinstance(v, list)}
             print(
                 f"gain {g:4.2f} guidance {mg:4.2f}: corr {m['corr']:.3f} +- {m['corr_std']:.3f}  "
-                f"PSNR {m['psnr_db']:.2f} dB  still sil {m['still_silence']:.2f}  seam {m['seam_ratio']:.2f}  "
+                f"PSNR {m['psnr_db']:.2f} dB  still sil {m['still_silence']:.2f}  edges {m['still_edges']:.2f}  "
+                f"seam {m['seam_ratio']:.2f}  "
                 f"leak {m['leak']:.3f}  leak|truth {m['leak_partial']:.3f}",
                 flush=True,
             )

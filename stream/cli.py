@@ -626,15 +626,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }
     print(f"{args.clips} held-out clips ({args.split}), {args.steps} steps; mean +- std over clips")
     print(
-        f"{'':14} {'corr':>13} {'offset':>11} {'still sil':>10} {'still sp':>9} {'seam':>6} {'PSNR':>6} {'SSIM':>6} "
+        f"{'':14} {'corr':>13} {'offset':>11} {'still sil':>10} {'edges':>6} {'still sp':>9} {'seam':>6} {'PSNR':>6} "
+        f"{'SSIM':>6} "
         f"{'leak':>13} {'leak|truth':>10}"
     )
     for k, v in res.items():
         print(
             f"{names[k]:14} {v['corr']:6.3f}+-{v['corr_std']:.3f} "
             f"{v['offset_frames']:5.2f}+-{v['offset_frames_std']:.2f} "
-            f"{v['still_silence']:10.2f} {v['still_speech']:9.2f} {v['seam_ratio']:6.2f} {v['psnr_db']:6.1f} "
-            f"{v['ssim']:6.3f} {v['leak']:6.3f}+-{v['leak_std']:.3f} {v['leak_partial']:10.3f}"
+            f"{v['still_silence']:10.2f} {v['still_edges']:6.2f} {v['still_speech']:9.2f} {v['seam_ratio']:6.2f} "
+            f"{v['psnr_db']:6.1f} {v['ssim']:6.3f} {v['leak']:6.3f}+-{v['leak_std']:.3f} {v['leak_partial']:10.3f}"
         )
     if args.json:
         with open(args.json, "w") as fh:

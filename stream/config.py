@@ -51,6 +51,10 @@ class FaceConfig:
     mask_feather_px: int = 6
     mask_width_scale: float = 1.0
     mask_height_scale: float = 1.0
+    # the mouth at rest (silence) is pasted through the crop window averaged over this many frames
+    # either side: the detector's box breathes with the filmed mouth's jaw, and a still mouth
+    # pasted through it would bob with the original speaker; 0 pastes through each frame's own
+    steady_rest_frames: int = 8
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "face.mask_feather_px": (0, 64),
     "face.mask_width_scale": (0.3, 3.0),
     "face.mask_height_scale": (0.3, 3.0),
+    "face.steady_rest_frames": (0, 50),
     "chunk.chunk_frames": (1, 64),
     "chunk.overlap_frames": (0, 32),
     "chunk.audio_before_ms": (0, 2000),

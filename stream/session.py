@@ -13,7 +13,7 @@ import concurrent.futures as cf
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from stream.chunker import Chunker, ChunkPlan, audio_windows
 from stream.clock import Clock
 from stream.compositor import LUMA, blend_outputs, mean_delta_e, mix, shift_colour, speech_weight
 from stream.config import Config
-from stream.face import FaceCropper, FaceState, FaceTracker
+from stream.face import FaceCropper, FaceState, FaceTracker, lerp_window
 from stream.frames import AudioFrame, FrameKind, OutputAudio, OutputFrame, VideoFrame
 from stream.playout import DegradeLadder
 from stream.vad import Vad
@@ -133,6 +133,8 @@ class LipSyncSession:
         self._rest_job: cf.Future[JobResult] | None = None
         self._last_good: tuple[int, np.ndarray] | None = None  # (frame index, crop)
         self._silenced: list[tuple[float, float]] = []  # media-time spans cut by interrupt()
+        # the faces of the frames just emitted, for the steady window of the rest mouth
+        self._recent_faces: deque[FaceState] = deque(maxlen=max(config.face.steady_rest_frames, 1))
 
     # -- input ------------------------------------------------------------------------
     def _deadline(self, media_s: float) -> float:
@@ -251,6 +253,36 @@ class LipSyncSession:
             self._texture = "reference" if de > self.config.model.texture_auto_delta_e else "model"
             log.info("texture: %s (the model's rest mouth is delta-E %.1f from the reference)", self._texture, de)
         self.stats.texture = self._texture
+
+    def _steady_face(self, slot: _Slot) -> FaceState | None:
+        """``slot``'s face with its crop window (centre, side, roll) averaged over up to
+        ``face.steady_rest_frames`` frames either side, as many after as before (so a head moving
+        at constant speed is not lagged): the frames just emitted and those already tracked but
+        not yet emitted. None when off, or when the window holds a lost face or a jump."""
+        k = self.config.face.steady_rest_frames
+        assert slot.face is not None
+        if k <= 0:
+            return None
+        after: list[FaceState] = []
+        for s in self._slots:
+            if s.index <= slot.index:
+                continue
+            if s.face is None or len(after) == k:
+                break
+            after.append(s.face)
+        n = min(len(after), len(self._recent_faces))
+        if n == 0:
+            return None
+        window = [*list(self._recent_faces)[len(self._recent_faces) - n :], slot.face, *after[:n]]
+        c = np.array([f.center for f in window])
+        if np.abs(c - np.array(slot.face.center)).max() > 0.25 * slot.face.side_px:
+            return None  # a new track or a jump inside the window
+        return replace(
+            slot.face,
+            center=(float(c[:, 0].mean()), float(c[:, 1].mean())),
+            side_px=float(np.mean([f.side_px for f in window])),
+            angle_rad=float(np.mean([f.angle_rad for f in window])),
+        )
 
     # -- chunks --------------------------------------------------------------------
     def _slot(self, index: int) -> _Slot | None:
@@ -378,16 +410,26 @@ class LipSyncSession:
             image = frame.image
         else:
             t0 = time.perf_counter()
+            face, mask = slot.face, slot.mask
+            if sw < 1.0 and (steady := self._steady_face(slot)) is not None:
+                # at rest and fading to it: the crop window stops bobbing with the filmed jaw; the
+                # mask is drawn from this frame's own keypoints, so it still covers the filmed mouth
+                face = steady if sw <= 0.0 else lerp_window(steady, slot.face, sw)
+                mask = self.cropper.mouth_mask(face)
             if self._texture == "reference" and self._rest_render is not None and self._ref_frame:
                 delta = crop.astype(np.float32) - self._rest_render.astype(np.float32)
                 # brightness only: the model's colours are its training characters', not this person's
                 delta = np.repeat(delta @ LUMA[:, None], 3, axis=-1)
-                image = self.cropper.paste_relative(frame.image, delta, slot.mask, slot.face, *self._ref_frame)
+                image = self.cropper.paste_relative(frame.image, delta, mask, face, *self._ref_frame)
             else:
                 if self._colour_offset is not None:
                     crop = shift_colour(crop, self._colour_offset)
-                image = self.cropper.paste(frame.image, crop, slot.mask, slot.face)
+                image = self.cropper.paste(frame.image, crop, mask, face)
             self.stats.stage_ms["paste"] += (time.perf_counter() - t0) * 1000
+        if slot.face is None:
+            self._recent_faces.clear()
+        else:
+            self._recent_faces.append(slot.face)
         setattr(self.stats, kind.value, getattr(self.stats, kind.value) + 1)
         out = OutputFrame(VideoFrame(image, frame.pts, frame.time_base), kind, slot.deadline_s, now, late, sw > 0)
         return out

@@ -369,6 +369,44 @@ class DrawsTheFace(MarkerModel):
         return out if chunk.speech.any() else chunk.frames.copy()
 
 
+class BreathingBox(FixedFaceDetector):
+    """A still face whose detected box grows and shrinks by up to 6 % from one detection to the
+    next, as a real detector's box does with the filmed speaker's jaw."""
+
+    def detect(self, image: np.ndarray) -> list:
+        x0, y0, x1, y1 = BOX
+        g = 0.06 * np.sin(1.7 * self.calls) * (x1 - x0) / 2
+        self.boxes = [(x0 - g, y0 - g, x1 + g, y1 + g)]
+        return super().detect(image)
+
+
+def test_the_mouth_at_rest_is_pasted_through_a_steady_crop_window() -> None:
+    """In silence the rest mouth is pasted through the crop window averaged over
+    ``face.steady_rest_frames`` frames either side, so it does not bob with a box that breathes
+    with the filmed jaw; the mask still comes from each frame's own keypoints, and frames in
+    speech are pasted through their own window, as before."""
+    n = 90
+    segs = [(0.2, 0.8), (2.8, 3.4)]
+    video = still_frames(n)
+    runs = {}
+    for k in (0, 8):
+        clock = VirtualClock()
+        cfg = config(f"face.steady_rest_frames={k}")
+        runs[k] = run_live(DrawsTheFace(clock=clock), clock, video, loud_audio(n / FPS), segs, cfg, BreathingBox([BOX]))
+    core, _ = mouth_regions(runs[0])
+
+    def motion(run: Run) -> float:
+        deep = [o.frame.image[core].astype(np.float32) for o in run.frames if 1.2 <= o.frame.time_s <= 2.4]
+        assert len(deep) == 31 and all(o.kind is FrameKind.REST for o in run.frames if 1.2 <= o.frame.time_s <= 2.4)
+        return float(np.mean([np.abs(b - a).mean() for a, b in zip(deep, deep[1:], strict=False)]))
+
+    assert motion(runs[8]) < 0.5 * motion(runs[0])
+    spoken = [i for i, o in enumerate(runs[0].frames) if 0.35 <= o.frame.time_s <= 0.65]
+    assert spoken and all(runs[0].frames[i].kind is FrameKind.GENERATED for i in spoken)
+    for i in spoken:  # full speech weight: pasted exactly as without the steady window
+        assert np.array_equal(runs[0].frames[i].frame.image, runs[8].frames[i].frame.image)
+
+
 def test_texture_auto_takes_the_reference_only_when_the_model_cannot_draw_the_face() -> None:
     """model.texture = "auto" (the default): the model's rendering of the reference at rest is
     compared with the reference crop (mean CIELAB delta-E over the mask). A model that draws the

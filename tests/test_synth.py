@@ -118,6 +118,22 @@ def test_the_leak_reads_the_input_speakers_mouth_showing_through(clip, engine: E
     assert abs(truth.leak_partial) < 0.1 < truth.leak  # measured: 0.06 against 0.14
 
 
+def test_stillness_in_silence_leaves_out_the_mouth_closing_at_the_edges_of_speech(clip) -> None:
+    # the truth's own mouth moves most in the silent frames right after speech (it is closing):
+    # those count as the edges of speech, and silence is what lies further than 2 frames from it
+    truth = score(clip.frames, clip)
+    assert truth.still_edges > 2 * truth.still_silence
+    speech = clip.speech.astype(bool)
+    deep = np.convolve(speech.astype(float), np.ones(5), mode="same") == 0
+    assert deep.any()
+    noisy = clip.frames.copy()
+    rng = np.random.default_rng(0)
+    noisy[deep] = np.clip(noisy[deep].astype(np.int16) + rng.integers(-20, 21, noisy[deep].shape), 0, 255)
+    got = score(noisy, clip)
+    assert got.still_silence > truth.still_silence + 5  # a mouth flickering in silence is counted
+    assert got.still_speech == truth.still_speech  # and nothing in speech changed
+
+
 def test_evaluate_scores_only_the_rows_asked_for_and_keeps_the_model_free_ones(
     clip, engine: ESpeak, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,8 +9,10 @@ the mouth region wins. The same read-out on the true frames recovers the truth, 
 the read-out itself.
 
 Metrics: openness correlation with the truth; A/V offset (frames) at the maximum
-cross-correlation; stillness (mean frame-to-frame change of the mouth region) in silence vs
-speech; seam flicker (frame-to-frame change at chunk boundaries / inside chunks: with the
+cross-correlation; stillness (mean frame-to-frame change of the mouth region) in silence (no
+speech within 2 frames, where the mouth should be still), at the edges of speech (the silent
+frames within 2 frames of it, where the true mouth is still closing or starting to open: the
+truth moves most there) and in speech; seam flicker (frame-to-frame change at chunk boundaries / inside chunks: with the
 default 8-frame chunks and 3-frame detection, every boundary is also a detection frame, so
 the ratio reads tracker jitter as well as chunk seams); PSNR and
 SSIM of the mouth region vs the true frames; pixels outside the pasted mask unchanged; and the
@@ -122,6 +124,8 @@ class ClipScores:
     # the leak beyond what the truth shares with the input's mouth: the partial correlation of the
     # output's openness with the input's, given the truth (two unrelated tracks share some by chance)
     leak_partial: float = float("nan")
+    # the silent frames within 2 frames of speech (closing into a pause, opening out of one)
+    still_edges: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -151,8 +155,13 @@ def score(
     w = min(r.shape[1] for r in regions)
     reg = np.stack([r[:h, :w] for r in regions])
     diff = np.abs(np.diff(reg, axis=0)).mean(axis=(1, 2))
-    sp = clip.speech[1 : len(frames)]
-    still_sil = float(diff[~sp].mean()) if (~sp).any() else float("nan")
+    # diff[i] is the change into frame i + 1: it counts where frame i + 1 is
+    speech = clip.speech[: len(frames)].astype(bool)
+    near = np.convolve(speech.astype(float), np.ones(5), mode="same") > 0  # speech within 2 frames
+    sp, deep = speech[1:], ~near[1:]
+    edges = ~sp & ~deep
+    still_sil = float(diff[deep].mean()) if deep.any() else float("nan")
+    still_edges = float(diff[edges].mean()) if edges.any() else float("nan")
     still_sp = float(diff[sp].mean()) if sp.any() else float("nan")
     stride = chunk_frames - overlap
     boundary = np.zeros(len(diff), bool)
@@ -176,6 +185,7 @@ def score(
         float(np.mean(ssims)),
         leak,
         leak_partial,
+        still_edges,
     )
 
 
