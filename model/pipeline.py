@@ -106,6 +106,7 @@ class SayAnythingPipeline:
             decode_box=mc.decode == "box",
             mouth_gain=mc.mouth_gain or None,
             mouth_guidance=mc.mouth_guidance or None,
+            shared_noise=mc.frame_noise == "shared",
         )
         kwargs.update(overrides)
         return cls(model, **kwargs)
@@ -125,6 +126,7 @@ class SayAnythingPipeline:
         runtime: str = "torch",
         mouth_gain: float | None = None,
         mouth_guidance: float | None = None,
+        shared_noise: bool = False,
     ) -> None:
         """``reuse_overlap`` / ``decode_box``: the two savings of ``generate`` (reusing the latents
         of frames the previous chunk encoded; decoding only the mask's box); off, every frame is
@@ -188,6 +190,7 @@ class SayAnythingPipeline:
         self.guidance = 1.0 if self.config.consistency else guidance
         self.reference_guidance = 1.0 if self.config.consistency else reference_guidance
         self.seed = seed
+        self.shared_noise = shared_noise
         self.mouth_gain = mouth_gain
         self.mouth_guidance = guide
         self.reuse_overlap, self.decode_box = reuse_overlap, decode_box
@@ -246,7 +249,11 @@ class SayAnythingPipeline:
         gen = torch.Generator().manual_seed(self.seed)
         # the sampler state stays float32 (as diffusers' schedulers upcast): in bfloat16 an Euler
         # step from sigma_max, x + (s_next - s) (x - d) / s with |x| ~ 80, cancels away the signal
-        x = self.sampler.init_noise(tuple(cond.masked_latents.shape), gen).to(self.device)
+        shape = tuple(cond.masked_latents.shape)  # (B, F, C, h, w)
+        if self.shared_noise:  # one draw for every frame: the frames differ only where the conditions do
+            x = self.sampler.init_noise((shape[0], 1, *shape[2:]), gen).expand(shape).contiguous().to(self.device)
+        else:
+            x = self.sampler.init_noise(shape, gen).to(self.device)
         for i, s in enumerate(self.sampler.timesteps):
             sigma = torch.full((x.shape[0],), float(s), device=self.device, dtype=torch.float32)
             d = m.guided_denoise(

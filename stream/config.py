@@ -110,6 +110,10 @@ class ModelConfig:
     # torch.compile the UNet; "reduce-overhead" also captures CUDA graphs
     compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
     seed: int = 0
+    # "shared": every frame of a chunk starts from the same noise draw (and every chunk from the
+    # same seed), so what changes from frame to frame is what the audio asks for, not the noise;
+    # "independent": a draw per frame, as the model was trained
+    frame_noise: Literal["shared", "independent"] = "shared"
 
 
 @dataclass(frozen=True)
