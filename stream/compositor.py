@@ -52,6 +52,20 @@ def mix(a: np.ndarray, b: np.ndarray, weight_b: float) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def mix_where_differ(a: np.ndarray, b: np.ndarray, weight_b: float) -> np.ndarray:
+    """``mix`` of two frames that differ only in a small region (two pastes into one frame): the
+    pixels outside the box where they differ are ``a``'s, untouched."""
+    if weight_b <= 0.0 or weight_b >= 1.0:
+        return mix(a, b, weight_b)
+    ys, xs = np.nonzero((a != b).any(axis=-1))
+    if ys.size == 0:
+        return a
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    out = a.copy()
+    out[box] = mix(a[box], b[box], weight_b)
+    return out
+
+
 def speech_weight(change_times: list[float], change_states: list[bool], t: float, crossfade_s: float) -> float:
     """1 in speech, 0 in silence, a linear ramp of ``crossfade_s`` centred on each change."""
     state = False

@@ -174,16 +174,6 @@ class FaceState:
         )
 
 
-def lerp_window(a: FaceState, b: FaceState, t: float) -> FaceState:
-    """``b`` with its crop window (centre, side, roll) ``t`` of the way from ``a``'s to its own."""
-    return replace(
-        b,
-        center=(a.center[0] + t * (b.center[0] - a.center[0]), a.center[1] + t * (b.center[1] - a.center[1])),
-        side_px=a.side_px + t * (b.side_px - a.side_px),
-        angle_rad=a.angle_rad + t * (b.angle_rad - a.angle_rad),
-    )
-
-
 def _select(dets: list[FaceDetection], rule: str, width: int) -> FaceDetection:
     if rule == "largest":
         return max(dets, key=lambda d: d.area)

@@ -21,9 +21,9 @@ import numpy as np
 from stream.audio import AudioInput, AudioRing, sanitize
 from stream.chunker import Chunker, ChunkPlan, audio_windows
 from stream.clock import Clock
-from stream.compositor import LUMA, blend_outputs, mean_delta_e, mix, shift_colour, speech_weight
+from stream.compositor import LUMA, blend_outputs, mean_delta_e, mix, mix_where_differ, shift_colour, speech_weight
 from stream.config import Config
-from stream.face import FaceCropper, FaceState, FaceTracker, lerp_window
+from stream.face import FaceCropper, FaceState, FaceTracker
 from stream.frames import AudioFrame, FrameKind, OutputAudio, OutputFrame, VideoFrame
 from stream.playout import DegradeLadder
 from stream.vad import Vad
@@ -254,6 +254,19 @@ class LipSyncSession:
             log.info("texture: %s (the model's rest mouth is delta-E %.1f from the reference)", self._texture, de)
         self.stats.texture = self._texture
 
+    def _paste(self, image: np.ndarray, crop: np.ndarray, face: FaceState, mask: np.ndarray) -> np.ndarray:
+        """``crop`` (the model's pixels, in ``face``'s crop window) pasted into ``image`` under
+        ``mask``, with the texture in use: the model's own, or the reference frame's pixels plus
+        the model's change from its rest rendering."""
+        if self._texture == "reference" and self._rest_render is not None and self._ref_frame:
+            delta = crop.astype(np.float32) - self._rest_render.astype(np.float32)
+            # brightness only: the model's colours are its training characters', not this person's
+            delta = np.repeat(delta @ LUMA[:, None], 3, axis=-1)
+            return self.cropper.paste_relative(image, delta, mask, face, *self._ref_frame)
+        if self._colour_offset is not None:
+            crop = shift_colour(crop, self._colour_offset)
+        return self.cropper.paste(image, crop, mask, face)
+
     def _steady_face(self, slot: _Slot) -> FaceState | None:
         """``slot``'s face with its crop window (centre, side, roll) averaged over up to
         ``face.steady_rest_frames`` frames either side, as many after as before (so a head moving
@@ -410,21 +423,21 @@ class LipSyncSession:
             image = frame.image
         else:
             t0 = time.perf_counter()
-            face, mask = slot.face, slot.mask
-            if sw < 1.0 and (steady := self._steady_face(slot)) is not None:
-                # at rest and fading to it: the crop window stops bobbing with the filmed jaw; the
-                # mask is drawn from this frame's own keypoints, so it still covers the filmed mouth
-                face = steady if sw <= 0.0 else lerp_window(steady, slot.face, sw)
-                mask = self.cropper.mouth_mask(face)
-            if self._texture == "reference" and self._rest_render is not None and self._ref_frame:
-                delta = crop.astype(np.float32) - self._rest_render.astype(np.float32)
-                # brightness only: the model's colours are its training characters', not this person's
-                delta = np.repeat(delta @ LUMA[:, None], 3, axis=-1)
-                image = self.cropper.paste_relative(frame.image, delta, mask, face, *self._ref_frame)
+            assert slot.face is not None and slot.mask is not None
+            # the rest mouth is one still image: it is pasted through the steady crop window, so it
+            # does not bob with the filmed jaw (the mask is drawn from this frame's own keypoints,
+            # so it still covers the filmed mouth); what the model drew for this frame is pasted
+            # through the window it was cut with, and a fade between the two is mixed in the frame
+            steady = self._steady_face(slot) if rest is not None and (kind is FrameKind.REST or sw < 1.0) else None
+            if steady is None:
+                image = self._paste(frame.image, crop, slot.face, slot.mask)
+            elif kind is FrameKind.REST:
+                image = self._paste(frame.image, crop, steady, self.cropper.mouth_mask(steady))
+            elif kind is FrameKind.GENERATED and rest is not None:
+                at_rest = self._paste(frame.image, rest, steady, self.cropper.mouth_mask(steady))
+                image = mix_where_differ(at_rest, self._paste(frame.image, gen, slot.face, slot.mask), sw)
             else:
-                if self._colour_offset is not None:
-                    crop = shift_colour(crop, self._colour_offset)
-                image = self.cropper.paste(frame.image, crop, mask, face)
+                image = self._paste(frame.image, crop, slot.face, slot.mask)
             self.stats.stage_ms["paste"] += (time.perf_counter() - t0) * 1000
         if slot.face is None:
             self._recent_faces.clear()
