@@ -439,10 +439,6 @@ class LipSyncSession:
             else:
                 image = self._paste(frame.image, crop, slot.face, slot.mask)
             self.stats.stage_ms["paste"] += (time.perf_counter() - t0) * 1000
-        if slot.face is None:
-            self._recent_faces.clear()
-        else:
-            self._recent_faces.append(slot.face)
         setattr(self.stats, kind.value, getattr(self.stats, kind.value) + 1)
         out = OutputFrame(VideoFrame(image, frame.pts, frame.time_base), kind, slot.deadline_s, now, late, sw > 0)
         return out
@@ -466,6 +462,10 @@ class LipSyncSession:
             elif slot.deadline_s > now:
                 break
             out = self._compose(slot, now, wait)
+            if slot.face is None:  # the steady window never spans a lost face
+                self._recent_faces.clear()
+            else:
+                self._recent_faces.append(slot.face)
             self._slots.popleft()
             self._base += 1
             frames.append(out)
