@@ -126,7 +126,7 @@ class SayAnythingPipeline:
         runtime: str = "torch",
         mouth_gain: float | None = None,
         mouth_guidance: float | None = None,
-        shared_noise: bool = False,
+        shared_noise: bool = True,
     ) -> None:
         """``reuse_overlap`` / ``decode_box``: the two savings of ``generate`` (reusing the latents
         of frames the previous chunk encoded; decoding only the mask's box); off, every frame is

@@ -495,17 +495,22 @@ def _save(model: SayAnythingModel, ema: SayAnythingModel, opt: torch.optim.Optim
 
 
 @torch.no_grad()
-def predicted_latents(model: SayAnythingModel, latents: LatentSet, batch: int = 16, seed: int = 0) -> np.ndarray:
+def predicted_latents(
+    model: SayAnythingModel, latents: LatentSet, batch: int = 16, seed: int = 0, shared_noise: bool = True
+) -> np.ndarray:
     """The model's own one-step estimates of ``latents``' clean latents (float16, the shape of
     ``latents.target``), sampled as the engine samples a chunk at one step: noise at sigma_max,
     the reference through the ID-guider, the audio through the audio encoder with the model's
     ``mouth_gain``, and the engine's starting noise (the pipeline draws the same noise from
-    ``seed`` for every chunk). What the engine's decoder is actually given."""
+    ``seed`` for every chunk, and with ``shared_noise``, its default, one draw for every frame).
+    What the engine's decoder is actually given."""
     was = model.training
     model.eval()
     dev = next(model.parameters()).device
     smax = float(model.config.sigma_max)
-    noise = torch.randn((1, *latents.target.shape[1:]), generator=torch.Generator().manual_seed(seed)) * smax
+    shape = latents.target.shape  # (N, F, C, h, w)
+    one = (1, 1, *shape[2:]) if shared_noise else (1, *shape[1:])
+    noise = torch.randn(one, generator=torch.Generator().manual_seed(seed)) * smax
     out = []
     try:
         for k in range(0, len(latents), batch):
