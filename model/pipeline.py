@@ -249,11 +249,8 @@ class SayAnythingPipeline:
         gen = torch.Generator().manual_seed(self.seed)
         # the sampler state stays float32 (as diffusers' schedulers upcast): in bfloat16 an Euler
         # step from sigma_max, x + (s_next - s) (x - d) / s with |x| ~ 80, cancels away the signal
-        shape = tuple(cond.masked_latents.shape)  # (B, F, C, h, w)
-        if self.shared_noise:  # one draw for every frame: the frames differ only where the conditions do
-            x = self.sampler.init_noise((shape[0], 1, *shape[2:]), gen).expand(shape).contiguous().to(self.device)
-        else:
-            x = self.sampler.init_noise(shape, gen).to(self.device)
+        shape = tuple(cond.masked_latents.shape)
+        x = self.sampler.init_noise(shape, gen, shared_frames=self.shared_noise).to(self.device)
         for i, s in enumerate(self.sampler.timesteps):
             sigma = torch.full((x.shape[0],), float(s), device=self.device, dtype=torch.float32)
             d = m.guided_denoise(

@@ -22,6 +22,17 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
     return (hi + ramp * (lo - hi)) ** rho
 
 
+def starting_noise(
+    shape: tuple[int, ...], generator: torch.Generator | None, sigma: float, shared_frames: bool
+) -> torch.Tensor:
+    """Noise at ``sigma`` for latents of ``shape`` (B, F, C, h, w), float32; with
+    ``shared_frames`` one draw (per batch item) for every frame, so the frames differ only where
+    their conditions do."""
+    draw = (shape[0], 1, *shape[2:]) if shared_frames else shape
+    noise = torch.randn(draw, generator=generator, dtype=torch.float32) * sigma
+    return noise.expand(shape).contiguous() if shared_frames else noise
+
+
 class _KarrasSampler:
     """Shared state: ``sigmas`` (descending, ending in 0) and the starting noise."""
 
@@ -36,8 +47,10 @@ class _KarrasSampler:
     def timesteps(self) -> torch.Tensor:
         return self.sigmas[:-1]
 
-    def init_noise(self, shape: tuple[int, ...], generator: torch.Generator | None, **kw: object) -> torch.Tensor:
-        return torch.randn(shape, generator=generator, dtype=torch.float32) * self.sigmas[0].item()
+    def init_noise(
+        self, shape: tuple[int, ...], generator: torch.Generator | None, shared_frames: bool = False, **kw: object
+    ) -> torch.Tensor:
+        return starting_noise(shape, generator, self.sigmas[0].item(), shared_frames)
 
 
 class EulerSampler(_KarrasSampler):

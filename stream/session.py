@@ -14,6 +14,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -273,14 +274,12 @@ class LipSyncSession:
         at constant speed is not lagged): the frames just emitted and those already tracked but
         not yet emitted. None when off, or when the window holds a lost face or a jump."""
         k = self.config.face.steady_rest_frames
-        assert slot.face is not None
+        assert slot.face is not None and self._slots[0] is slot
         if k <= 0:
             return None
         after: list[FaceState] = []
-        for s in self._slots:
-            if s.index <= slot.index:
-                continue
-            if s.face is None or len(after) == k:
+        for s in islice(self._slots, 1, k + 1):  # slot is the first: the one being emitted
+            if s.face is None:
                 break
             after.append(s.face)
         n = min(len(after), len(self._recent_faces))
@@ -428,16 +427,16 @@ class LipSyncSession:
             # does not bob with the filmed jaw (the mask is drawn from this frame's own keypoints,
             # so it still covers the filmed mouth); what the model drew for this frame is pasted
             # through the window it was cut with, and a fade between the two is mixed in the frame
-            steady = self._steady_face(slot) if rest is not None and (kind is FrameKind.REST or sw < 1.0) else None
+            fading = kind is FrameKind.GENERATED and sw < 1.0
+            steady = self._steady_face(slot) if rest is not None and (kind is FrameKind.REST or fading) else None
             if steady is None:
                 image = self._paste(frame.image, crop, slot.face, slot.mask)
-            elif kind is FrameKind.REST:
-                image = self._paste(frame.image, crop, steady, self.cropper.mouth_mask(steady))
-            elif kind is FrameKind.GENERATED and rest is not None:
+            elif fading:
+                assert rest is not None  # steady is only looked for with a rest mouth
                 at_rest = self._paste(frame.image, rest, steady, self.cropper.mouth_mask(steady))
                 image = mix_where_differ(at_rest, self._paste(frame.image, gen, slot.face, slot.mask), sw)
-            else:
-                image = self._paste(frame.image, crop, slot.face, slot.mask)
+            else:  # the rest mouth
+                image = self._paste(frame.image, crop, steady, self.cropper.mouth_mask(steady))
             self.stats.stage_ms["paste"] += (time.perf_counter() - t0) * 1000
         setattr(self.stats, kind.value, getattr(self.stats, kind.value) + 1)
         out = OutputFrame(VideoFrame(image, frame.pts, frame.time_base), kind, slot.deadline_s, now, late, sw > 0)

@@ -39,7 +39,7 @@ from torch import nn
 from model.checkpoint import save_checkpoint
 from model.conditioning import MouthAudioEncoder
 from model.network import Conditions, SayAnythingModel
-from model.sampler import ConsistencySampler
+from model.sampler import ConsistencySampler, starting_noise
 from model.train.audio import mouth_loss
 from model.train.dataset import ChunkSet, NpzRecord
 from model.train.shards import ShardStream
@@ -508,9 +508,8 @@ def predicted_latents(
     model.eval()
     dev = next(model.parameters()).device
     smax = float(model.config.sigma_max)
-    shape = latents.target.shape  # (N, F, C, h, w)
-    one = (1, 1, *shape[2:]) if shared_noise else (1, *shape[1:])
-    noise = torch.randn(one, generator=torch.Generator().manual_seed(seed)) * smax
+    one = (1, *latents.target.shape[1:])  # the noise of one chunk, the same for every chunk
+    noise = starting_noise(one, torch.Generator().manual_seed(seed), smax, shared_noise)
     out = []
     try:
         for k in range(0, len(latents), batch):
