@@ -1,6 +1,7 @@
 """Choose a model's opening calibration (``mouth_gain``, ``mouth_guidance``) on a development split.
 
-    python benchmarks/mouth_gain.py --checkpoint DIR [--gains 1,1.3,1.6,2] [--guidances 1,1.5] [--clips 8] [--write]
+    python benchmarks/mouth_gain.py --checkpoint DIR [--gains 1,1.3,1.6,2] [--guidances 1,1.5] [--clips 8]
+        [--set section.key=value ...] [--write]
 
 A denoiser trained at a few hundred characters renders less opening than its audio head asks
 for on faces it has not seen (measured: the head reads the opening at 0.93-0.97 on unseen
@@ -46,6 +47,7 @@ def main() -> int:
     ap.add_argument("--gains", default="1,1.3,1.6,2")
     ap.add_argument("--guidances", default="1", help="mouth guidance values, each tried with every gain")
     ap.add_argument("--clips", type=int, default=8)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an engine config override")
     ap.add_argument(
         "--write", action="store_true", help="store the best gain and guidance in the checkpoint's config.json"
     )
@@ -56,7 +58,7 @@ def main() -> int:
     clips = [make_clip(DEV_SEED + i, "train", engine) for i in range(args.clips)]
     others = [make_clip(DEV_SEED + 1000 + i, "train", engine) for i in range(args.clips)]
     net = load_checkpoint(args.checkpoint)
-    cfg = load(None, ["model.steps=1"])
+    cfg = load(None, [*args.set, "model.steps=1"])
     rows = {}
     for mg in guidances:
         for g in gains:
