@@ -32,7 +32,16 @@ class VadConfig:
     threshold: float = 0.5
     speech_start_ms: int = 64
     speech_stop_ms: int = 250
+    # the mouth is drawn this far into the silence that ends speech, then fades to rest; the
+    # stop is moved back there once it is heard (``speech_stop_ms`` later, inside the playout
+    # delay); speech_stop_ms or more draws the whole wait, as the model is run for it anyway
+    stop_tail_ms: int = 0
     crossfade_ms: int = 100
+    # the mouth in a pause after speech: "reference" (the model's rendering of the reference frame
+    # at rest) or "held" (the model draws on into the pause, and its drawing at the pause's first
+    # frame, closed since the audio is silent, is held still until speech resumes; with
+    # model.texture "reference" the pause shows the reference's own mouth either way)
+    pause_mouth: Literal["reference", "held"] = "held"
     # the VAD's input (only) is brought to a steady speech level, by at most this gain: silero-vad
     # misses quiet speech (a far or low-gain microphone, a quiet dubbing track); 0 turns it off
     max_gain_db: float = 30.0
@@ -55,6 +64,10 @@ class FaceConfig:
     # either side: the detector's box breathes with the filmed mouth's jaw, and a still mouth
     # pasted through it would bob with the original speaker; 0 pastes through each frame's own
     steady_rest_frames: int = 8
+    # the rest mouth's mask: "own" (this frame's keypoints: it follows the filmed mouth), "union"
+    # (the largest over the steady window: it covers the filmed mouth wherever it went, and its
+    # edge moves less), "mean" (the window's mean keypoints: a still mask)
+    steady_rest_mask: Literal["own", "union", "mean"] = "union"
 
 
 @dataclass(frozen=True)
@@ -218,6 +231,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "vad.threshold": (0.01, 0.99),
     "vad.speech_start_ms": (0, 2000),
     "vad.speech_stop_ms": (0, 5000),
+    "vad.stop_tail_ms": (0, 5000),
     "vad.crossfade_ms": (0, 2000),
     "vad.max_gain_db": (0.0, 60.0),
     "model.mouth_gain": (0.0, 4.0),

@@ -133,6 +133,10 @@ class LipSyncSession:
         self._colour_offset: np.ndarray | None = None  # model.match_colour: RGB added to the model's pixels
         self._rest_job: cf.Future[JobResult] | None = None
         self._last_good: tuple[int, np.ndarray] | None = None  # (frame index, crop)
+        # vad.pause_mouth = "held": the model's drawing at the start of the current pause, and
+        # whether the frames now leaving are closing into one (speech was drawn in full since)
+        self._pause_crop: np.ndarray | None = None
+        self._closing = False
         self._silenced: list[tuple[float, float]] = []  # media-time spans cut by interrupt()
         # the faces of the frames just emitted, for the steady window of the rest mouth
         self._recent_faces: deque[FaceState] = deque(maxlen=max(config.face.steady_rest_frames, 1))
@@ -268,11 +272,12 @@ class LipSyncSession:
             crop = shift_colour(crop, self._colour_offset)
         return self.cropper.paste(image, crop, mask, face)
 
-    def _steady_face(self, slot: _Slot) -> FaceState | None:
+    def _steady_face(self, slot: _Slot) -> tuple[FaceState, np.ndarray] | None:
         """``slot``'s face with its crop window (centre, side, roll) averaged over up to
         ``face.steady_rest_frames`` frames either side, as many after as before (so a head moving
         at constant speed is not lagged): the frames just emitted and those already tracked but
-        not yet emitted. None when off, or when the window holds a lost face or a jump."""
+        not yet emitted, and the rest mouth's mask in it (``face.steady_rest_mask``). None when
+        off, or when the window holds a lost face or a jump."""
         k = self.config.face.steady_rest_frames
         assert slot.face is not None and self._slots[0] is slot
         if k <= 0:
@@ -289,23 +294,43 @@ class LipSyncSession:
         c = np.array([f.center for f in window])
         if np.abs(c - np.array(slot.face.center)).max() > 0.25 * slot.face.side_px:
             return None  # a new track or a jump inside the window
-        return replace(
+        steady = replace(
             slot.face,
             center=(float(c[:, 0].mean()), float(c[:, 1].mean())),
             side_px=float(np.mean([f.side_px for f in window])),
             angle_rad=float(np.mean([f.angle_rad for f in window])),
         )
+        how = self.config.face.steady_rest_mask
+        if how == "mean":
+            mask = self.cropper.mouth_mask(replace(steady, keypoints=np.mean([f.keypoints for f in window], axis=0)))
+        elif how == "union":
+            mask = np.max([self.cropper.mouth_mask(replace(steady, keypoints=f.keypoints)) for f in window], axis=0)
+        else:
+            mask = self.cropper.mouth_mask(steady)
+        return steady, mask
 
     # -- chunks --------------------------------------------------------------------
     def _slot(self, index: int) -> _Slot | None:
         k = index - self._base
         return self._slots[k] if 0 <= k < len(self._slots) else None
 
-    def _speech_w(self, t: float) -> float:
+    @property
+    def _tail_settles(self) -> bool:
+        return self.config.vad.stop_tail_ms < self.config.vad.speech_stop_ms
+
+    def _speech_w(self, t: float, settled: bool = False) -> float:
+        """How much of frame time ``t`` shows speech: 1, 0 or a cross-fade. ``settled``: with
+        the stops moved back to where their silence began (``vad.stop_tail_ms``) where that is
+        known, as the frames leave; chunks are planned without it (the stop is not heard yet)."""
         for a, b in self._silenced:
             if a <= t < b:
                 return 0.0
-        return speech_weight(*self.vad.change_points(), t, self.config.vad.crossfade_ms / 1000)
+        c = self.config.vad
+        if settled and self._tail_settles and (self._finished or t < self.vad.settled_until_s):
+            points = self.vad.settled_change_points(c.stop_tail_ms / 1000)
+        else:
+            points = self.vad.change_points()
+        return speech_weight(*points, t, c.crossfade_ms / 1000)
 
     def interrupt(self, media_s: float) -> None:
         """Speech stops at ``media_s``: the audio from there to what has been pushed so far is
@@ -381,7 +406,7 @@ class LipSyncSession:
             self.stats.no_face += slot.face is None
             self.stats.passthrough += 1
             return OutputFrame(frame, FrameKind.PASSTHROUGH, slot.deadline_s, now)
-        sw = self._speech_w(t)
+        sw = self._speech_w(t, settled=True)
         outputs: list[tuple[np.ndarray, float]] = []
         failed = False
         ready_at = 0.0
@@ -397,16 +422,32 @@ class LipSyncSession:
                     failed = True
         self.stats.model_errors = self.worker.errors
         rest = self._rest(wait)
+        # (with the reference texture the mouth at rest is the reference's own pixels: no drawing held)
+        held = self.config.vad.pause_mouth == "held" and self._texture != "reference"
+        if held and rest is not None and self._pause_crop is not None:
+            rest = self._pause_crop
         assert slot.crop is not None and slot.mask is not None
         late = False
+        shown_w = sw  # how much of the model's drawing is mixed over the rest mouth
         if sw <= 0.0:
+            if held and self._closing and outputs:
+                # the pause's first frame: the model's drawing here (closed: the audio is silent) is
+                # the mouth at rest until speech resumes
+                self._pause_crop = rest = blend_outputs(outputs)
+            self._closing = False
             kind, crop = FrameKind.REST, rest
         elif outputs:
             gen = blend_outputs(outputs)
             self._last_good = (slot.index, gen)
-            kind, crop = FrameKind.GENERATED, mix(rest, gen, sw) if rest is not None else gen
+            if held:
+                if sw >= 1.0:
+                    self._closing = True
+                elif self._closing:
+                    shown_w = 1.0  # closing into a pause: the model draws on until the pause begins
+            kind, crop = FrameKind.GENERATED, mix(rest, gen, shown_w) if rest is not None else gen
             self.stats.ready_latency_s.append(ready_at - (slot.deadline_s - self.delay_s))
         else:
+            self._closing = False
             late = True
             fb = self.config.playout.fallback
             lg = self._last_good
@@ -427,16 +468,16 @@ class LipSyncSession:
             # does not bob with the filmed jaw (the mask is drawn from this frame's own keypoints,
             # so it still covers the filmed mouth); what the model drew for this frame is pasted
             # through the window it was cut with, and a fade between the two is mixed in the frame
-            fading = kind is FrameKind.GENERATED and sw < 1.0
+            fading = kind is FrameKind.GENERATED and shown_w < 1.0
             steady = self._steady_face(slot) if rest is not None and (kind is FrameKind.REST or fading) else None
             if steady is None:
                 image = self._paste(frame.image, crop, slot.face, slot.mask)
             elif fading:
                 assert rest is not None  # steady is only looked for with a rest mouth
-                at_rest = self._paste(frame.image, rest, steady, self.cropper.mouth_mask(steady))
-                image = mix_where_differ(at_rest, self._paste(frame.image, gen, slot.face, slot.mask), sw)
+                at_rest = self._paste(frame.image, rest, *steady)
+                image = mix_where_differ(at_rest, self._paste(frame.image, gen, slot.face, slot.mask), shown_w)
             else:  # the rest mouth
-                image = self._paste(frame.image, crop, steady, self.cropper.mouth_mask(steady))
+                image = self._paste(frame.image, crop, *steady)
             self.stats.stage_ms["paste"] += (time.perf_counter() - t0) * 1000
         setattr(self.stats, kind.value, getattr(self.stats, kind.value) + 1)
         out = OutputFrame(VideoFrame(image, frame.pts, frame.time_base), kind, slot.deadline_s, now, late, sw > 0)
@@ -458,11 +499,14 @@ class LipSyncSession:
             if wait:
                 if slot.index >= self.chunker.next_start and not self._finished and slot.face is not None:
                     break  # its chunk is not planned yet
+                if not self._finished and slot.frame.time_s >= self.vad.settled_until_s and self._tail_settles:
+                    break  # a stop that would move back over it may not be heard yet
             elif slot.deadline_s > now:
                 break
             out = self._compose(slot, now, wait)
-            if slot.face is None:  # the steady window never spans a lost face
+            if slot.face is None:  # the steady window never spans a lost face, nor a pause's mouth
                 self._recent_faces.clear()
+                self._pause_crop, self._closing = None, False
             else:
                 self._recent_faces.append(slot.face)
             self._slots.popleft()

@@ -66,6 +66,7 @@ class Vad:
         self._speech = False
         self._run = 0  # consecutive windows arguing for a state change
         self._run_start = 0
+        self._quiet_start = 0  # in speech: the first window of the quiet run now counting
         self._start_windows = max(1, round(config.speech_start_ms * SAMPLE_RATE_HZ / 1000 / WINDOW_SAMPLES))
         self._stop_windows = max(1, round(config.speech_stop_ms * SAMPLE_RATE_HZ / 1000 / WINDOW_SAMPLES))
         self._max_gain = 10 ** (config.max_gain_db / 20)
@@ -73,6 +74,8 @@ class Vad:
         # Sorted change points: (time_s, is_speech). Before the first, silence.
         self._times: list[float] = []
         self._states: list[bool] = []
+        # per change point: when the quiet run that ended the speech began (a start: its own time)
+        self._quiet: list[float] = []
 
     @property
     def analysed_until_s(self) -> float:
@@ -85,6 +88,14 @@ class Vad:
             return float("inf")
         lag = self._start_windows * WINDOW_SAMPLES / SAMPLE_RATE_HZ
         return self.analysed_until_s - lag
+
+    @property
+    def settled_until_s(self) -> float:
+        """Media times before this are past any stop still to be decided: the quiet run that
+        could end speech there has been heard to its end (``settled_change_points``)."""
+        if self.prob is None:
+            return float("inf")
+        return self.analysed_until_s - self._stop_windows * WINDOW_SAMPLES / SAMPLE_RATE_HZ
 
     def update(self) -> None:
         """Analyse every complete window now in the ring."""
@@ -117,13 +128,15 @@ class Vad:
                 self._run = 0
         else:
             if p < c.threshold - 0.15:
+                if self._run == 0:
+                    self._quiet_start = w
                 self._run += 1
                 if self._run >= self._stop_windows:
-                    self._set(w + 1, False)
+                    self._set(w + 1, False, self._quiet_start)
             else:
                 self._run = 0
 
-    def _set(self, window: int, speech: bool) -> None:
+    def _set(self, window: int, speech: bool, quiet_window: int | None = None) -> None:
         self._speech = speech
         self._run = 0
         t = window * WINDOW_SAMPLES / SAMPLE_RATE_HZ
@@ -131,14 +144,28 @@ class Vad:
         while self._times and self._times[-1] >= t:
             self._times.pop()
             self._states.pop()
+            self._quiet.pop()
         self._times.append(t)
         self._states.append(speech)
+        self._quiet.append(t if quiet_window is None else quiet_window * WINDOW_SAMPLES / SAMPLE_RATE_HZ)
 
     def change_points(self) -> tuple[list[float], list[bool]]:
         """Sorted (times, states) at which speech starts (True) or stops (False)."""
         if self.prob is None:
             return [float("-inf")], [True]
         return self._times, self._states
+
+    def settled_change_points(self, tail_s: float) -> tuple[list[float], list[bool]]:
+        """``change_points`` with each stop moved back to ``tail_s`` after the quiet run that
+        ended the speech began (never later than the stop itself): the silence ``speech_stop_ms``
+        waits out before ending speech is silence after all. Final before ``settled_until_s``."""
+        if self.prob is None:
+            return [float("-inf")], [True]
+        times = list(self._times)
+        for i, (s, q) in enumerate(zip(self._states, self._quiet, strict=True)):
+            if not s and i > 0:
+                times[i] = max(min(times[i], q + tail_s), times[i - 1])
+        return times, self._states
 
     def is_speech(self, t_s: float) -> bool:
         if self.prob is None:

@@ -102,21 +102,30 @@ class MarkerModel:
 
 
 class ScriptedVad:
-    """Speech exactly inside the given (start_s, end_s) segments; always final."""
+    """Speech exactly inside the given (start_s, end_s) segments; always final and settled.
+    ``quiet``: per segment, where the silence that ended it began (default: its end)."""
 
-    def __init__(self, segments: list[tuple[float, float]]) -> None:
+    def __init__(self, segments: list[tuple[float, float]], quiet: list[float] | None = None) -> None:
         self._times: list[float] = []
         self._states: list[bool] = []
         for a, b in segments:
             self._times += [a, b]
             self._states += [True, False]
+        self._quiet = quiet if quiet is not None else [b for _, b in segments]
         self.final_until_s = float("inf")
+        self.settled_until_s = float("inf")
 
     def update(self) -> None:
         pass
 
     def change_points(self) -> tuple[list[float], list[bool]]:
         return self._times, self._states
+
+    def settled_change_points(self, tail_s: float) -> tuple[list[float], list[bool]]:
+        times = list(self._times)
+        for k, q in enumerate(self._quiet):
+            times[2 * k + 1] = max(min(times[2 * k + 1], q + tail_s), times[2 * k])
+        return times, self._states
 
     def is_speech(self, t: float) -> bool:
         return any(a <= t < b for a, b in zip(self._times[::2], self._times[1::2], strict=True))

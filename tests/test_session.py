@@ -109,10 +109,11 @@ def run_live(
     segments: list[tuple[float, float]],
     cfg: Config | None = None,
     detector: Any = None,
+    quiet: list[float] | None = None,
 ) -> Run:
     cfg = cfg if cfg is not None else config()
     tracker = FaceTracker(cfg.face, detector if detector is not None else FixedFaceDetector([BOX]))
-    session = LipSyncSession(cfg, model, clock, tracker=tracker, vad=ScriptedVad(segments))
+    session = LipSyncSession(cfg, model, clock, tracker=tracker, vad=ScriptedVad(segments, quiet))
     run = Run(session, model, clock, video, audio)
     try:
         asyncio.run(
@@ -324,6 +325,64 @@ def test_silence_gets_no_model_calls_and_a_still_mouth() -> None:
     assert not np.array_equal(video[frame_index(1.0)].image[core], video[frame_index(1.04)].image[core])
 
 
+@pytest.mark.parametrize("tail_ms", [40, 250])
+def test_the_silence_that_ends_speech_shows_the_mouth_at_rest_after_the_stop_tail(tail_ms: int) -> None:
+    """The VAD ends speech ``speech_stop_ms`` (250) after its silence began; once that stop is
+    heard, the frames from ``vad.stop_tail_ms`` after the silence began show the mouth at rest
+    (with the usual cross-fade), although the model was run for them (the chunks were planned
+    before the stop was heard). A tail as long as the wait changes nothing."""
+    clock = VirtualClock()
+    n = 60
+    segs, quiet = [(0.2, 1.4)], [1.15]  # the silence began at 1.15 s; the VAD ended speech at 1.4
+    model = MarkerModel(clock=clock)
+    run = run_live(model, clock, moving_frames(n), loud_audio(n / FPS), segs, config(f"vad.stop_tail_ms={tail_ms}"),
+                   quiet=quiet)  # fmt: skip
+    stop = min(1.4, quiet[0] + tail_ms / 1000)
+    kinds = {round(o.frame.time_s * FPS): o.kind for o in run.frames}
+    assert len(kinds) == n and not any(o.late for o in run.frames)
+    for i, kind in kinds.items():
+        t = i / FPS
+        want = FrameKind.GENERATED if in_speech(t, [(0.2, stop)]) else FrameKind.REST
+        assert kind is want, (t, kind)
+    # the model was run for the same chunks either way: up to the VAD's own stop
+    assert max(t for c in run.speech_calls() for t in c.times_s) > 1.4
+
+
+def test_a_held_pause_mouth_is_the_models_drawing_at_the_pause_start_held_still() -> None:
+    """``vad.pause_mouth = "held"``: into a pause the model draws on without a fade (the frames
+    stay GENERATED), and its drawing at the pause's first frame is the mouth at rest, unchanged,
+    until speech resumes; the speech after it fades in from that drawing. Before any speech the
+    rest mouth is the model's rendering of the reference."""
+    clock = VirtualClock()
+    n = 75
+    segs = [(0.4, 1.0), (2.2, 2.8)]
+    spoken = lambda t: ((t >= 0.4) & (t < 1.0)) | ((t >= 2.2) & (t < 2.8))  # noqa: E731
+    audio = list(audio_frames(tone(n / FPS, RATE, 2, amp_fn=lambda t: 0.5 * spoken(t)), RATE, BLOCK))
+    runs = {}
+    for how in ("reference", "held"):
+        runs[how] = run_live(
+            MarkerModel(clock=clock), clock, still_frames(n), audio, segs, config(f"vad.pause_mouth={how}")
+        )
+        clock = VirtualClock()
+    core, _ = mouth_regions(runs["held"])
+    ref, held = ({round(o.frame.time_s * FPS): o for o in runs[k].frames} for k in ("reference", "held"))
+    # before any speech, the same rest mouth either way
+    assert all(np.array_equal(ref[i].frame.image[core], held[i].frame.image[core]) for i in range(0, 8))
+    # closing into the pause (1.0 +- 0.05 s): drawn in full, not faded
+    assert held[25].kind is FrameKind.GENERATED and ref[25].kind is FrameKind.GENERATED
+    assert not np.array_equal(held[25].frame.image[core], ref[25].frame.image[core])
+    # the pause (frame 27, 1.08 s, on): one still image, the model's drawing at its first frame,
+    # which heard the end of the speech in its audio window, so it is not the reference's rest
+    pause = range(27, 53)
+    assert all(held[i].kind is FrameKind.REST for i in pause)
+    first = held[27].frame.image[core]
+    assert all(np.array_equal(held[i].frame.image[core], first) for i in pause)
+    assert not np.array_equal(first, ref[27].frame.image[core])
+    # the next speech fades in from it: at 2.16 s a tenth of the model's drawing over it
+    onset = held[54].frame.image[core].astype(int)
+    assert held[54].kind is FrameKind.GENERATED and 0 < np.abs(onset - first).max() <= 0.1 * 255 + 1
+
+
 def test_texture_reference_shows_the_reference_frame_at_rest_and_the_models_brightness_change_in_speech() -> None:
     """model.texture = "reference": in silence the mouth is the reference frame's own pixels, at
     full resolution; in speech it is those pixels plus the model's change from its rest rendering,
@@ -389,18 +448,24 @@ def test_the_mouth_at_rest_is_pasted_through_a_steady_crop_window() -> None:
     segs = [(0.2, 0.8), (2.8, 3.4)]
     video = still_frames(n)
     runs = {}
-    for k in (0, 8):
+    for k, how in ((0, "own"), (8, "own"), (8, "union")):
         clock = VirtualClock()
-        cfg = config(f"face.steady_rest_frames={k}")
-        runs[k] = run_live(DrawsTheFace(clock=clock), clock, video, loud_audio(n / FPS), segs, cfg, BreathingBox([BOX]))
-    core, _ = mouth_regions(runs[0])
+        # the reference's rest rendering (a held pause mouth is the marker's flat grey here)
+        cfg = config(f"face.steady_rest_frames={k}", f"face.steady_rest_mask={how}", "vad.pause_mouth=reference")
+        run = run_live(DrawsTheFace(clock=clock), clock, video, loud_audio(n / FPS), segs, cfg, BreathingBox([BOX]))
+        runs[k if how == "own" else how] = run
+    core, support = mouth_regions(runs[0])
 
-    def motion(run: Run) -> float:
-        deep = [o.frame.image[core].astype(np.float32) for o in run.frames if 1.2 <= o.frame.time_s <= 2.4]
+    def motion(run: Run, region: np.ndarray = core) -> float:
+        deep = [o.frame.image[region].astype(np.float32) for o in run.frames if 1.2 <= o.frame.time_s <= 2.4]
         assert len(deep) == 31 and all(o.kind is FrameKind.REST for o in run.frames if 1.2 <= o.frame.time_s <= 2.4)
         return float(np.mean([np.abs(b - a).mean() for a, b in zip(deep, deep[1:], strict=False)]))
 
     assert motion(runs[8]) < 0.5 * motion(runs[0])
+    # with face.steady_rest_mask = "union" the mask is the largest over the window: where the mask
+    # can reach (its feathered edge included) the rest frames change 1.1 per frame, against 2.0
+    # with each frame's own mask (measured)
+    assert motion(runs["union"], support) < 0.8 * motion(runs[8], support)
     spoken = [i for i, o in enumerate(runs[0].frames) if 0.35 <= o.frame.time_s <= 0.65]
     assert spoken and all(runs[0].frames[i].kind is FrameKind.GENERATED for i in spoken)
     for i in spoken:  # full speech weight: pasted exactly as without the steady window
@@ -824,6 +889,45 @@ def test_offline_mode_waits_for_a_slow_model_instead_of_falling_back() -> None:
     assert not any(o.late for o in frames)
     assert len(model.calls) > 5
     assert any(o.emitted_at_s > o.deadline_s for o in frames)  # the model really was slower than D
+
+
+class WindowProbability:
+    """A speech probability per 32 ms window from a function of the window's start time."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn, self.n = fn, 0
+
+    def __call__(self, window: np.ndarray) -> float:
+        self.n += 1
+        return float(self.fn((self.n - 1) * 512 / 16000))
+
+    def reset(self) -> None:
+        self.n = 0
+
+
+@pytest.mark.parametrize("lookahead", [1, 40])
+def test_offline_mode_waits_until_a_stop_is_heard_before_the_frames_it_moves_back_over(lookahead: int) -> None:
+    """With the real VAD state machine, offline output does not depend on how far ahead the
+    driver reads: a frame leaves only once any stop that could move back over it is heard."""
+    from stream.vad import Vad
+
+    clock = ManualClock()
+    n = 60
+    cfg = config("vad.stop_tail_ms=40")
+    tracker = FaceTracker(cfg.face, FixedFaceDetector([BOX]))
+    session = LipSyncSession(cfg, MarkerModel(clock=clock), clock, tracker=tracker, vad=ScriptedVad([]))
+    session.vad = Vad(cfg.vad, session.ring, WindowProbability(lambda t: 0.9 if 0.2 <= t < 1.15 else 0.0))  # type: ignore[assignment]
+    frames: list[OutputFrame] = []
+    try:
+        run_offline(session, interleave(moving_frames(n), loud_audio(n / FPS)), lambda fs, _a: frames.extend(fs),
+                    lookahead_frames=lookahead)  # fmt: skip
+    finally:
+        session.close()
+    assert [o.frame.pts for o in frames] == list(range(n))
+    gen = [round(o.frame.time_s * FPS) for o in frames if o.kind is FrameKind.GENERATED]
+    # speech from window 7 (0.224 s) to the quiet run's start at window 36 (1.152 s), plus 40 ms,
+    # with half the 100 ms cross-fade either side: frames 5 (0.20 s) .. 31 (1.24 s)
+    assert gen == list(range(5, 32))
 
 
 class SlowRestModel(MarkerModel):

@@ -208,6 +208,22 @@ def test_speech_stops_after_speech_stop_without_back_dating() -> None:
     assert vad.segments(100.0) == [(pytest.approx(2 * WIN_S), pytest.approx(16 * WIN_S))]
 
 
+def test_settled_stops_move_back_to_where_their_silence_began() -> None:
+    probs = [0.0] * 2 + [0.9] * 6 + [0.1] * 12 + [0.9] * 5 + [0.4] * 3 + [0.1] * 10
+    vad = scripted_vad(probs, **HYST)
+    times, states = vad.change_points()
+    assert states == [True, False, True, False]
+    # the first quiet run starts at window 8 and ends speech 8 windows later, at 16; the second
+    # starts at 28 (the band 0.35-0.5 at 25-27 neither counts towards a stop nor resets it)
+    assert times[1] == pytest.approx(16 * WIN_S) and times[3] == pytest.approx(36 * WIN_S)
+    settled, s2 = vad.settled_change_points(2 * WIN_S)
+    assert s2 == states
+    assert settled == [pytest.approx(t) for t in (2 * WIN_S, 10 * WIN_S, 20 * WIN_S, 30 * WIN_S)]
+    # a tail as long as the wait keeps the stops where they were
+    assert vad.settled_change_points(1.0)[0] == times
+    assert vad.settled_until_s == pytest.approx(vad.analysed_until_s - 8 * WIN_S)
+
+
 def test_two_segments_and_segments_clipped_to_end() -> None:
     probs = [0.9] * 4 + [0.0] * 10 + [0.9] * 5
     vad = scripted_vad(probs, **HYST)
