@@ -1,7 +1,7 @@
 """Choose a model's opening calibration (``mouth_gain``, ``mouth_guidance``) on a development split.
 
     python benchmarks/mouth_gain.py --checkpoint DIR [--gains 1,1.3,1.6,2] [--guidances 1,1.5] [--clips 8]
-        [--set section.key=value ...] [--write]
+        [--split train|test_languages] [--set section.key=value ...] [--write]
 
 A denoiser trained at a few hundred characters renders less opening than its audio head asks
 for on faces it has not seen (measured: the head reads the opening at 0.93-0.97 on unseen
@@ -9,6 +9,9 @@ languages while the rendered mouth's readout grows only about half as fast as th
 gain multiplies the predicted opening before the denoiser reads it. It is chosen here on
 *development* clips: new characters and sentences (seeds 50000+, never used in training or by
 ``eval``) spoken by the training voices, dubbed as in ``eval``; the test splits are never seen.
+``--split test_languages``: development clips in the held-out languages instead (the same seeds,
+never used by ``eval``, whose test clips are seeds 10000+), for engine choices that must hold
+there too; ``--write`` is refused with it (a calibration is chosen on the training voices).
 ``--guidances`` adds the mouth guidance (the denoiser run again with the mouth closed, the output
 taken that many times as far from it) as a second axis: every gain with every guidance.
 ``--write`` stores the best pair in the checkpoint's ``config.json``, where
@@ -47,15 +50,18 @@ def main() -> int:
     ap.add_argument("--gains", default="1,1.3,1.6,2")
     ap.add_argument("--guidances", default="1", help="mouth guidance values, each tried with every gain")
     ap.add_argument("--clips", type=int, default=8)
+    ap.add_argument("--split", choices=("train", "test_languages"), default="train", help="whose voices speak")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an engine config override")
     ap.add_argument(
         "--write", action="store_true", help="store the best gain and guidance in the checkpoint's config.json"
     )
     args = ap.parse_args()
+    if args.write and args.split != "train":
+        ap.error("--write stores a calibration chosen on the training voices: leave --split out")
     gains = [float(g) for g in args.gains.split(",")]
     guidances = [float(g) for g in args.guidances.split(",")]
     engine = ESpeak()
-    clips = [make_clip(DEV_SEED + i, "train", engine) for i in range(args.clips)]
+    clips = [make_clip(DEV_SEED + i, args.split, engine) for i in range(args.clips)]
     others = [make_clip(DEV_SEED + 1000 + i, "train", engine) for i in range(args.clips)]
     net = load_checkpoint(args.checkpoint)
     cfg = load(None, [*args.set, "model.steps=1"])
@@ -91,7 +97,7 @@ def main() -> int:
         print(f"wrote mouth_gain = {best[0]:g}, mouth_guidance = {best[1]:g} to {where}")
     out = os.path.join(ROOT, "benchmarks", "results", "mouth_gain.json")
     with open(out, "w") as f:
-        json.dump({"checkpoint": args.checkpoint, "machine": machine(), "clips": args.clips,
+        json.dump({"checkpoint": args.checkpoint, "machine": machine(), "clips": args.clips, "split": args.split,
                    "rows": {f"gain {g:g}, guidance {mg:g}": r for (g, mg), r in rows.items()},
                    "best": {"mouth_gain": best[0], "mouth_guidance": best[1]}}, f, indent=1)  # fmt: skip
     return 0
