@@ -465,9 +465,10 @@ class LipSyncSession:
             t0 = time.perf_counter()
             assert slot.face is not None and slot.mask is not None
             # the rest mouth is one still image: it is pasted through the steady crop window, so it
-            # does not bob with the filmed jaw (the mask is drawn from this frame's own keypoints,
-            # so it still covers the filmed mouth); what the model drew for this frame is pasted
-            # through the window it was cut with, and a fade between the two is mixed in the frame
+            # does not bob with the filmed jaw (its mask, face.steady_rest_mask, covers the filmed
+            # mouth: by default the largest over that window); what the model drew for this frame
+            # is pasted through the window it was cut with, and a fade between the two is mixed in
+            # the frame
             fading = kind is FrameKind.GENERATED and shown_w < 1.0
             steady = self._steady_face(slot) if rest is not None and (kind is FrameKind.REST or fading) else None
             if steady is None:
