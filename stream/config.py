@@ -64,10 +64,10 @@ class FaceConfig:
     # either side: the detector's box breathes with the filmed mouth's jaw, and a still mouth
     # pasted through it would bob with the original speaker; 0 pastes through each frame's own
     steady_rest_frames: int = 8
-    # the rest mouth's mask: "own" (this frame's keypoints: it follows the filmed mouth), "union"
-    # (the largest over the steady window: it covers the filmed mouth wherever it went, and its
-    # edge moves less), "mean" (the window's mean keypoints: a still mask)
-    steady_rest_mask: Literal["own", "union", "mean"] = "union"
+    # the rest mouth's mask: "union" (the largest over the steady window: it covers the filmed
+    # mouth wherever it went, and its edge moves less) or "own" (this frame's keypoints: it
+    # follows the filmed mouth)
+    steady_rest_mask: Literal["own", "union"] = "union"
 
 
 @dataclass(frozen=True)

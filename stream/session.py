@@ -300,10 +300,7 @@ class LipSyncSession:
             side_px=float(np.mean([f.side_px for f in window])),
             angle_rad=float(np.mean([f.angle_rad for f in window])),
         )
-        how = self.config.face.steady_rest_mask
-        if how == "mean":
-            mask = self.cropper.mouth_mask(replace(steady, keypoints=np.mean([f.keypoints for f in window], axis=0)))
-        elif how == "union":
+        if self.config.face.steady_rest_mask == "union":
             mask = np.max([self.cropper.mouth_mask(replace(steady, keypoints=f.keypoints)) for f in window], axis=0)
         else:
             mask = self.cropper.mouth_mask(steady)
