@@ -107,6 +107,45 @@ class WhisperAudioEncoder(nn.Module):
 MOUTH_PARAMS = 4  # open, width, round, lip_bite (model/train/synth.py)
 
 
+def _mouth_trunk(config: AudioEncoderConfig) -> tuple[nn.Sequential, nn.ModuleList, nn.Sequential]:
+    """The ``mouth`` encoder's conv trunk (5 layers, residual) and its head."""
+    h = config.hidden
+    net = nn.Sequential(
+        nn.Conv1d(config.n_mels, h, 5, padding=2),
+        nn.SiLU(),
+        nn.Conv1d(h, h, 3, stride=2, padding=1),
+        nn.SiLU(),
+    )
+    blocks = nn.ModuleList(
+        nn.Sequential(nn.Conv1d(h, h, 3, padding=1), nn.SiLU(), nn.Conv1d(h, h, 3, padding=1)) for _ in range(2)
+    )
+    head = nn.Sequential(nn.Linear(2 * h, h), nn.SiLU(), nn.Linear(h, MOUTH_PARAMS))
+    return net, blocks, head
+
+
+class _MouthTrunk(nn.Module):
+    """One more trunk and head of a ``mouth`` encoder (``AudioEncoderConfig.extra_heads``)."""
+
+    def __init__(self, config: AudioEncoderConfig) -> None:
+        super().__init__()
+        self.net, self.blocks, self.head = _mouth_trunk(config)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return _predict(self.net, self.blocks, self.head, mel)[1]
+
+
+def _predict(
+    net: nn.Module, blocks: nn.ModuleList, head: nn.Module, mel: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised log-mel (B*F, n_mels, T) -> the trunk's features and the head's mouth parameters (B*F, 4)."""
+    x = net(mel)
+    for blk in blocks:
+        x = x + blk(x)
+    x = torch.nn.functional.silu(x)
+    centre = x[:, :, (x.shape[-1] * 5) // 7]  # the frame's own time (200 of 280 ms into the window)
+    return x, head(torch.cat([x.mean(dim=-1), centre], dim=-1))
+
+
 class MouthAudioEncoder(MelAudioEncoder):
     """Log-mel window -> (tokens, mouth parameters). A deeper conv trunk than ``mel`` (5 layers,
     residual), a head predicting the frame's 4 mouth parameters, and tokens that carry both the
@@ -118,17 +157,14 @@ class MouthAudioEncoder(MelAudioEncoder):
 
     def __init__(self, config: AudioEncoderConfig, dim: int) -> None:
         super().__init__(config, dim)
-        h = config.hidden
-        self.net = nn.Sequential(
-            nn.Conv1d(config.n_mels, h, 5, padding=2),
-            nn.SiLU(),
-            nn.Conv1d(h, h, 3, stride=2, padding=1),
-            nn.SiLU(),
-        )
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv1d(h, h, 3, padding=1), nn.SiLU(), nn.Conv1d(h, h, 3, padding=1)) for _ in range(2)
-        )
-        self.head = nn.Sequential(nn.Linear(2 * h, h), nn.SiLU(), nn.Linear(h, MOUTH_PARAMS))
+        if config.extra_heads and not config.mouth_only:
+            raise ModelError(
+                "audio.extra_heads needs audio.mouth_only = true (the tokens then carry the mean "
+                "prediction alone): set extra_heads = 0"
+            )
+        self.net, self.blocks, self.head = _mouth_trunk(config)
+        # more trunks and heads (``extra_heads``); the mouth parameters are every head's mean
+        self.extra = nn.ModuleList(_MouthTrunk(config) for _ in range(config.extra_heads))
         self.mouth_embed = nn.Linear(MOUTH_PARAMS, dim)
         if config.mouth_only:
             # per-token detail on top of ``mouth_embed``; zero at the start, so a model converted
@@ -143,12 +179,11 @@ class MouthAudioEncoder(MelAudioEncoder):
         b, f = audio.shape[:2]
         mel = self.log_mel(audio).to(self.proj.weight.dtype)
         mel = (mel + 5.0) / 4.0  # log-mel of speech spans about -13..3: bring it near unit scale
-        x = self.net(mel)
-        for blk in self.blocks:
-            x = x + blk(x)
-        x = torch.nn.functional.silu(x)
-        centre = x[:, :, (x.shape[-1] * 5) // 7]  # the frame's own time (200 of 280 ms into the window)
-        mouth = self.head(torch.cat([x.mean(dim=-1), centre], dim=-1)).reshape(b, f, MOUTH_PARAMS)
+        x, mouth = _predict(self.net, self.blocks, self.head, mel)
+        if self.extra:
+            preds = [mouth, *(e(mel) for e in self.extra)]
+            mouth = torch.stack(preds).mean(dim=0)
+        mouth = mouth.reshape(b, f, MOUTH_PARAMS)
         if self.config.mouth_only:
             return self.tokens_from_mouth(mouth), mouth
         tok = self.proj(self.pool(x).transpose(1, 2)) + self.mouth_embed(mouth.flatten(0, 1))[:, None]

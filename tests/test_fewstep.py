@@ -524,6 +524,48 @@ def test_audio_from_swaps_the_head_and_keeps_everything_else(tmp_path) -> None: 
     assert not (tmp_path / "x").exists() and not (tmp_path / "cache").exists()
 
 
+def test_add_head_from_averages_two_heads_and_keeps_everything_else(tmp_path) -> None:  # noqa: ANN001
+    """recipe_v2 --add-head-from: another checkpoint's audio trunk and head join the model's as a
+    second head; the mouth parameters are the two heads' mean, every other weight stays bit for
+    bit, and a donor of another audio shape, or a model that is not mouth_only, is refused."""
+    import pytest
+
+    from model.checkpoint import save_checkpoint
+    from model.train.recipe_v2 import main, with_extra_head
+
+    c = _config()
+    config = dataclasses.replace(c, mouth_film=True, audio=dataclasses.replace(c.audio, mouth_only=True))
+    torch.manual_seed(0)
+    base = SayAnythingModel(config).eval()
+    donor = SayAnythingModel(config).eval()  # other random weights
+    save_checkpoint(base, str(tmp_path / "base"))
+    save_checkpoint(donor, str(tmp_path / "donor"))
+    args = ["--film-from", str(tmp_path / "base"), "--mouth-only", "--add-head-from", str(tmp_path / "donor")]
+    main([*args, "--steps", "0", "--out", str(tmp_path / "two"), "--cache", str(tmp_path / "cache")])
+    got = load_checkpoint(str(tmp_path / "two"))
+    assert got.config.audio.extra_heads == 1
+    fp16 = lambda state: {k: v.half().float() for k, v in state.items()}  # noqa: E731 (saved as float16)
+    old, new = fp16(base.state_dict()), got.state_dict()
+    assert all(k in new and torch.equal(v, new[k]) for k, v in old.items())  # the model's own, unchanged
+    base16, donor16 = (load_checkpoint(str(tmp_path / n)).half().float() for n in ("base", "donor"))
+    audio = torch.randn(1, 3, 4480) * 0.1
+    with torch.no_grad():
+        a, b = base16.audio_encoder.features(audio)[1], donor16.audio_encoder.features(audio)[1]
+        tokens, mouth = got.audio_encoder.features(audio)
+        assert not torch.allclose(a, b)
+        torch.testing.assert_close(mouth, (a + b) / 2)
+        torch.testing.assert_close(tokens, base16.audio_encoder.tokens_from_mouth(mouth))
+    wide = SayAnythingModel(dataclasses.replace(config, audio=dataclasses.replace(config.audio, hidden=24)))
+    save_checkpoint(wide, str(tmp_path / "wide"))
+    with pytest.raises(SystemExit, match="differs from the model's in \\['hidden'\\]"):
+        with_extra_head(base, str(tmp_path / "wide"))
+    with pytest.raises(SystemExit, match="must be a mouth_only one"):
+        with_extra_head(SayAnythingModel(c), str(tmp_path / "donor"))
+    with pytest.raises(SystemExit, match="needs --film-from"):
+        main(["--add-head-from", str(tmp_path / "donor"), "--out", str(tmp_path / "x"), "--cache", str(tmp_path)])
+    assert not (tmp_path / "x").exists()
+
+
 def test_the_audio_stage_and_audio_from_refuse_bad_folders_before_any_work(tmp_path) -> None:  # noqa: ANN001
     """python -m model.train.audio never writes over a head; recipe_v2 --audio-from a folder with
     no head, or into a model that is not mouth_only, says so in one line."""

@@ -68,6 +68,11 @@ class AudioEncoderConfig:
     # not the trunk's features, so the denoiser cannot lean on cues of the training voices and
     # language: what reaches it is what the head predicts, which holds on unseen languages
     mouth_only: bool = False
+    # ``mouth`` + ``mouth_only``: this many more trunks with their heads, each from its own audio
+    # pre-training; the mouth parameters are the mean of every head's prediction (an ensemble: heads
+    # trained on different speech err differently, and their mean reads the opening better than
+    # either; BENCHMARKS.md, "Two heads")
+    extra_heads: int = 0
 
 
 @dataclass(frozen=True)

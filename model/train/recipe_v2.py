@@ -31,6 +31,7 @@ from model.network import SayAnythingModel
 from model.train import audio as audio_train
 from model.train.dataset import CACHE_VERSION, ChunkSet, build, latents_path, mask_tag
 from model.train.fewstep import FewStepConfig, LatentSet, encode_latents, remask_latents, train_fewstep
+from stream.errors import ModelError
 
 log = logging.getLogger("recipe_v2")
 # where the v2 model starts: the v1 tiny model's VAE, UNet and ID-guider (kept in the repository)
@@ -102,6 +103,42 @@ def with_audio_head(model: SayAnythingModel, audio_dir: str) -> SayAnythingModel
     return new.float()
 
 
+def with_extra_head(model: SayAnythingModel, other: str) -> SayAnythingModel:
+    """``model`` (a ``mouth_only`` checkpoint) with the audio trunk and head of checkpoint ``other``
+    added as one more head (``AudioEncoderConfig.extra_heads``): the mouth parameters become the
+    mean of the heads' predictions. Nothing else changes: the denoiser hears the four parameters
+    through ``model``'s own mouth embedding."""
+    enc = model.audio_encoder
+    if not (isinstance(enc, MouthAudioEncoder) and enc.config.mouth_only):
+        raise SystemExit("--add-head-from: the model must be a mouth_only one (--film-from a v2.2 checkpoint)")
+    try:
+        donor = load_checkpoint(other)
+    except (ModelError, OSError) as e:
+        raise SystemExit(f"--add-head-from {other}: {e}") from None
+    da = donor.config.audio
+    same = ("kind", "mouth_only", "hidden", "n_mels", "window_before_ms", "window_after_ms")
+    if any(getattr(da, k) != getattr(enc.config, k) for k in same):
+        raise SystemExit(
+            f"--add-head-from {other}: its audio encoder differs from the model's in "
+            f"{[k for k in same if getattr(da, k) != getattr(enc.config, k)]}: use a checkpoint of the same audio shape"
+        )
+    audio = dataclasses.replace(enc.config, extra_heads=enc.config.extra_heads + 1 + da.extra_heads)
+    new = SayAnythingModel(dataclasses.replace(model.config, audio=audio))
+    state = dict(model.state_dict())
+    dstate = donor.state_dict()
+    k = enc.config.extra_heads
+    for name in ("net.", "blocks.", "head."):  # the donor's own first head
+        for key, v in dstate.items():
+            if key.startswith("audio_encoder." + name):
+                state[f"audio_encoder.extra.{k}." + key[len("audio_encoder.") :]] = v
+    for key, v in dstate.items():  # and any extra heads it has
+        if key.startswith("audio_encoder.extra."):
+            i, rest = key[len("audio_encoder.extra.") :].split(".", 1)
+            state[f"audio_encoder.extra.{k + 1 + int(i)}.{rest}"] = v
+    new.load_state_dict(state, strict=True)
+    return new.float()
+
+
 def chunk_caches(cache: str, clips: int, tag: str = "") -> list[str] | None:
     """The chunk caches (``train_<a>_<b>_<px>_<L>_<version><tag>.npz``; ``tag``: ``mask_tag`` of
     the model's crop and mask, empty for the defaults) whose seed ranges tile ``0..clips`` in
@@ -147,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         help="--film-from with --mouth-only: replace the audio trunk and head by this audio pre-training's "
         "(python -m model.train.audio --out DIR); with --steps 0 the swapped model is saved as it is",
     )
+    ap.add_argument(
+        "--add-head-from",
+        default="",
+        help="--film-from with --mouth-only: add this checkpoint's audio trunk and head as one more head "
+        "(the mouth parameters are the heads' mean); with --steps 0 the model is saved as it is",
+    )
     ap.add_argument("--no-film", action="store_true", help="--film-from: do not add the per-frame mouth FiLM")
     ap.add_argument("--mouth-noise", type=float, default=0.0, help="noise on the mouth parameters given")
     ap.add_argument("--freeze-audio", action="store_true", help="keep the pre-trained audio trunk and head fixed")
@@ -183,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--crop-zoom and --mask-scale: use one of them (the mask redraw needs whole-face crops)")
     if args.guidance_target != 1.0 and not (args.film_from and args.mouth_only):
         raise SystemExit("--guidance-target: needs --film-from CHECKPOINT --mouth-only (the model it is folded into)")
-    if args.audio_from and args.steps == 0 and os.path.isfile(os.path.join(args.out, WEIGHTS_NAME)):
+    if args.add_head_from and not (args.film_from and args.mouth_only):
+        raise SystemExit("--add-head-from: needs --film-from CHECKPOINT --mouth-only (the head is added to it)")
+    swapped = args.audio_from or args.add_head_from
+    if swapped and args.steps == 0 and os.path.isfile(os.path.join(args.out, WEIGHTS_NAME)):
         raise SystemExit(f"--out {args.out}: already holds a checkpoint; choose a new folder")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t0 = time.time()
@@ -192,10 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         model = converted_model(args.film_from, film=not args.no_film, mouth_only=args.mouth_only)
         if args.audio_from:
             model = with_audio_head(model, args.audio_from)
-            if args.steps == 0:  # --out was checked to hold no checkpoint before any work
-                save_checkpoint(model.eval(), args.out, torch.float16)
-                log.info("model with the audio head of %s saved to %s", args.audio_from, args.out)
-                return 0
+        if args.add_head_from:
+            model = with_extra_head(model, args.add_head_from)
+        if swapped and args.steps == 0:  # --out was checked to hold no checkpoint before any work
+            save_checkpoint(model.eval(), args.out, torch.float16)
+            log.info("model with the audio heads swapped or added saved to %s", args.out)
+            return 0
     else:
         if not os.path.isfile(os.path.join(audio_dir, "audio_encoder.pt")):
             report = audio_train.run(
