@@ -18,7 +18,7 @@ from model.network import SayAnythingModel
 from model.pipeline import SayAnythingPipeline
 from model.train.dataset import ChunkSet
 from model.train.fewstep import STATE, FewStepConfig, encode_latents, remask_latents, rescaled_mask, train_fewstep
-from stream.errors import InputError
+from stream.errors import InputError, ModelError
 from stream.worker import ModelChunk
 
 
@@ -255,7 +255,6 @@ def test_mouth_guidance_extrapolates_from_the_closed_mouth_inside_the_mask_only(
     model's config carries its own g; a model whose denoiser does not hear the mouth parameters
     alone gets one line naming the fix."""
     from stream.config import ModelConfig
-    from stream.errors import ModelError
 
     c = _config()
     config = dataclasses.replace(c, mouth_film=True, audio=dataclasses.replace(c.audio, mouth_only=True))
@@ -559,8 +558,12 @@ def test_add_head_from_averages_two_heads_and_keeps_everything_else(tmp_path) ->
     save_checkpoint(wide, str(tmp_path / "wide"))
     with pytest.raises(SystemExit, match="differs from the model's in \\['hidden'\\]"):
         with_extra_head(base, str(tmp_path / "wide"))
+    with pytest.raises(SystemExit, match="--add-head-from .*missing.*config.json does not exist"):
+        with_extra_head(base, str(tmp_path / "missing"))
     with pytest.raises(SystemExit, match="must be a mouth_only one"):
         with_extra_head(SayAnythingModel(c), str(tmp_path / "donor"))
+    with pytest.raises(ModelError, match="extra_heads needs audio.mouth_only = true"):
+        MouthAudioEncoder(dataclasses.replace(c.audio, extra_heads=1), c.unet.cross_attention_dim)
     with pytest.raises(SystemExit, match="needs --film-from"):
         main(["--add-head-from", str(tmp_path / "donor"), "--out", str(tmp_path / "x"), "--cache", str(tmp_path)])
     assert not (tmp_path / "x").exists()

@@ -71,7 +71,7 @@ class AudioEncoderConfig:
     # ``mouth`` + ``mouth_only``: this many more trunks with their heads, each from its own audio
     # pre-training; the mouth parameters are the mean of every head's prediction (an ensemble: heads
     # trained on different speech err differently, and their mean reads the opening better than
-    # either; BENCHMARKS.md, "Two heads")
+    # either; BENCHMARKS.md, "Two audio heads averaged")
     extra_heads: int = 0
 
 

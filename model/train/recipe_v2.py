@@ -74,6 +74,14 @@ def converted_model(init: str, film: bool = True, mouth_only: bool = False) -> S
 AUDIO_TRUNK = ("net.", "blocks.", "head.", "proj.")
 
 
+def _mouth_only_encoder(model: SayAnythingModel, option: str) -> MouthAudioEncoder:
+    """The model's audio encoder, which ``option`` needs to be a ``mouth_only`` one."""
+    enc = model.audio_encoder
+    if not (isinstance(enc, MouthAudioEncoder) and enc.config.mouth_only):
+        raise SystemExit(f"{option}: the model must be a mouth_only one (--film-from a v2.2 checkpoint)")
+    return enc
+
+
 def with_audio_head(model: SayAnythingModel, audio_dir: str) -> SayAnythingModel:
     """``model`` (a ``mouth_only`` checkpoint) with the audio trunk and head of an audio
     pre-training run (``audio_dir/audio_encoder.pt``, from ``python -m model.train.audio``) in
@@ -83,9 +91,7 @@ def with_audio_head(model: SayAnythingModel, audio_dir: str) -> SayAnythingModel
     path = os.path.join(audio_dir, "audio_encoder.pt")
     if not os.path.isfile(path):
         raise SystemExit(f"--audio-from {audio_dir}: no audio_encoder.pt there (python -m model.train.audio --out DIR)")
-    enc = model.audio_encoder
-    if not (isinstance(enc, MouthAudioEncoder) and enc.config.mouth_only):
-        raise SystemExit("--audio-from: the model must be a mouth_only one (--film-from a v2.2 checkpoint)")
+    _mouth_only_encoder(model, "--audio-from")
     saved = torch.load(path, weights_only=False)
     sc = saved["config"]
     audio = dataclasses.replace(
@@ -108,32 +114,28 @@ def with_extra_head(model: SayAnythingModel, other: str) -> SayAnythingModel:
     added as one more head (``AudioEncoderConfig.extra_heads``): the mouth parameters become the
     mean of the heads' predictions. Nothing else changes: the denoiser hears the four parameters
     through ``model``'s own mouth embedding."""
-    enc = model.audio_encoder
-    if not (isinstance(enc, MouthAudioEncoder) and enc.config.mouth_only):
-        raise SystemExit("--add-head-from: the model must be a mouth_only one (--film-from a v2.2 checkpoint)")
+    enc = _mouth_only_encoder(model, "--add-head-from")
     try:
         donor = load_checkpoint(other)
     except (ModelError, OSError) as e:
         raise SystemExit(f"--add-head-from {other}: {e}") from None
     da = donor.config.audio
-    same = ("kind", "mouth_only", "hidden", "n_mels", "window_before_ms", "window_after_ms")
-    if any(getattr(da, k) != getattr(enc.config, k) for k in same):
+    shape = ("kind", "mouth_only", "hidden", "n_mels", "window_before_ms", "window_after_ms")
+    if differ := [k for k in shape if getattr(da, k) != getattr(enc.config, k)]:
         raise SystemExit(
-            f"--add-head-from {other}: its audio encoder differs from the model's in "
-            f"{[k for k in same if getattr(da, k) != getattr(enc.config, k)]}: use a checkpoint of the same audio shape"
+            f"--add-head-from {other}: its audio encoder differs from the model's in {differ}: "
+            "use a checkpoint of the same audio shape"
         )
     audio = dataclasses.replace(enc.config, extra_heads=enc.config.extra_heads + 1 + da.extra_heads)
     new = SayAnythingModel(dataclasses.replace(model.config, audio=audio))
     state = dict(model.state_dict())
-    dstate = donor.state_dict()
-    k = enc.config.extra_heads
-    for name in ("net.", "blocks.", "head."):  # the donor's own first head
-        for key, v in dstate.items():
-            if key.startswith("audio_encoder." + name):
-                state[f"audio_encoder.extra.{k}." + key[len("audio_encoder.") :]] = v
-    for key, v in dstate.items():  # and any extra heads it has
-        if key.startswith("audio_encoder.extra."):
-            i, rest = key[len("audio_encoder.extra.") :].split(".", 1)
+    k = enc.config.extra_heads  # the donor's heads go after the model's own
+    for key, v in donor.state_dict().items():
+        sub = key.removeprefix("audio_encoder.")
+        if sub.startswith(("net.", "blocks.", "head.")):  # the donor's first head
+            state[f"audio_encoder.extra.{k}.{sub}"] = v
+        elif sub.startswith("extra."):  # and any extra heads it has
+            i, rest = sub.removeprefix("extra.").split(".", 1)
             state[f"audio_encoder.extra.{k + 1 + int(i)}.{rest}"] = v
     new.load_state_dict(state, strict=True)
     return new.float()
