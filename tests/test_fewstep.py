@@ -448,6 +448,7 @@ def test_chunk_caches_tile_the_clips_of_one_crop_and_mask_geometry(tmp_path) -> 
     got = chunk_caches(str(tmp_path), 200, zoomed)
     assert got is not None and all(p.endswith(f"{zoomed}.npz") for p in got) and len(got) == 2
     assert chunk_caches(str(tmp_path), 300) is None
+    assert chunk_caches(str(tmp_path / "not-made-yet"), 200) is None  # a fresh machine: built, not a crash
 
 
 def test_the_decoder_stage_never_writes_over_a_checkpoint(tmp_path) -> None:  # noqa: ANN001

@@ -145,10 +145,10 @@ def chunk_caches(cache: str, clips: int, tag: str = "") -> list[str] | None:
     """The chunk caches (``train_<a>_<b>_<px>_<L>_<version><tag>.npz``; ``tag``: ``mask_tag`` of
     the model's crop and mask, empty for the defaults) whose seed ranges tile ``0..clips`` in
     order: the chunks behind ``latents_train_0_<clips>_v1_<version><tag>.npz``. None when they
-    do not cover them."""
+    do not cover them (a cache folder that does not exist yet covers nothing)."""
     spans = {}
     end = f"_{CACHE_VERSION}{tag}.npz"
-    for name in os.listdir(cache):
+    for name in os.listdir(cache) if os.path.isdir(cache) else []:
         parts = name[: -len(end)].split("_") if name.endswith(end) else []
         if len(parts) == 5 and parts[0] == "train" and all(p.isdigit() for p in parts[1:]):
             spans[int(parts[1])] = (int(parts[2]), os.path.join(cache, name))
