@@ -222,14 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.crop_zoom >= 1.0:
         raise SystemExit(f"--crop-zoom {args.crop_zoom}: must be >= 1 (1 is the whole-face crop)")
-    if args.audio_from and not (args.film_from and args.mouth_only):
-        raise SystemExit("--audio-from: needs --film-from CHECKPOINT --mouth-only (the head is swapped into it)")
     if args.crop_zoom != 1.0 and args.mask_scale:
         raise SystemExit("--crop-zoom and --mask-scale: use one of them (the mask redraw needs whole-face crops)")
-    if args.guidance_target != 1.0 and not (args.film_from and args.mouth_only):
-        raise SystemExit("--guidance-target: needs --film-from CHECKPOINT --mouth-only (the model it is folded into)")
-    if args.add_head_from and not (args.film_from and args.mouth_only):
-        raise SystemExit("--add-head-from: needs --film-from CHECKPOINT --mouth-only (the head is added to it)")
+    for option, given, why in (
+        ("--audio-from", args.audio_from, "the head is swapped into it"),
+        ("--guidance-target", args.guidance_target != 1.0, "the model it is folded into"),
+        ("--add-head-from", args.add_head_from, "the head is added to it"),
+    ):
+        if given and not (args.film_from and args.mouth_only):
+            raise SystemExit(f"{option}: needs --film-from CHECKPOINT --mouth-only ({why})")
     swapped = args.audio_from or args.add_head_from
     if swapped and args.steps == 0 and os.path.isfile(os.path.join(args.out, WEIGHTS_NAME)):
         raise SystemExit(f"--out {args.out}: already holds a checkpoint; choose a new folder")
