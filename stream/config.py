@@ -38,10 +38,11 @@ class VadConfig:
     stop_tail_ms: int = 0
     crossfade_ms: int = 100
     # the mouth in a pause after speech: "reference" (the model's rendering of the reference frame
-    # at rest) or "held" (the model draws on into the pause, and its drawing at the pause's first
-    # frame, closed since the audio is silent, is held still until speech resumes; with
-    # model.texture "reference" the pause shows the reference's own mouth either way)
-    pause_mouth: Literal["reference", "held"] = "held"
+    # at rest), "held" (the model draws on into the pause, and its drawing at the pause's first
+    # frame, closed since the audio is silent, is held still until speech resumes) or "frame" (the
+    # reference frame's own pixels, before any speech too: with model.texture "reference" the
+    # pause shows them whatever this says)
+    pause_mouth: Literal["reference", "held", "frame"] = "held"
     # the VAD's input (only) is brought to a steady speech level, by at most this gain: silero-vad
     # misses quiet speech (a far or low-gain microphone, a quiet dubbing track); 0 turns it off
     max_gain_db: float = 30.0
@@ -65,9 +66,14 @@ class FaceConfig:
     # pasted through it would bob with the original speaker; 0 pastes through each frame's own
     steady_rest_frames: int = 8
     # the rest mouth's mask: "union" (the largest over the steady window: it covers the filmed
-    # mouth wherever it went, and its edge moves less) or "own" (this frame's keypoints: it
-    # follows the filmed mouth)
-    steady_rest_mask: Literal["own", "union"] = "union"
+    # mouth wherever it went, and its edge moves less), "pause" (that union grown over the whole
+    # pause so far: its edge does not move back) or "own" (this frame's keypoints: it follows the
+    # filmed mouth)
+    steady_rest_mask: Literal["own", "union", "pause"] = "union"
+    # what places that steady window: "box" (the detector's box and mouth keypoint, averaged over
+    # the window) or "eyes" (the eyes, averaged over the window, with the window's size and offset
+    # from them averaged over the last seconds: the eyes do not move with the filmed jaw)
+    steady_rest_anchor: Literal["box", "eyes"] = "box"
 
 
 @dataclass(frozen=True)

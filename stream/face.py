@@ -173,6 +173,30 @@ class FaceState:
             np.float32,
         )
 
+    def eyes(self) -> tuple[np.ndarray, float]:
+        """The midpoint between the eyes (frame pixels) and the eye distance."""
+        kp = self.keypoints.astype(np.float64)
+        return (kp[RIGHT_EYE] + kp[LEFT_EYE]) / 2, float(np.linalg.norm(kp[LEFT_EYE] - kp[RIGHT_EYE]))
+
+    def shape(self) -> np.ndarray:
+        """The crop window relative to the eyes: (x, y) of its centre from the eyes' midpoint in
+        the face's own axes, and its side, all in eye distances. The eyes do not move with the
+        jaw; the detector's box and the mouth keypoint, which place the window, do."""
+        mid, dist = self.eyes()
+        c, s = math.cos(self.angle_rad), math.sin(self.angle_rad)
+        dx, dy = np.array(self.center) - mid
+        d = max(dist, 1e-6)
+        return np.array([(c * dx + s * dy) / d, (-s * dx + c * dy) / d, self.side_px / d])
+
+
+def place_by_eyes(face: FaceState, mid: np.ndarray, dist: float, angle_rad: float, shape: np.ndarray) -> FaceState:
+    """``face`` with its crop window placed from the eyes (``mid``, ``dist``, ``angle_rad``) and a
+    window ``shape`` (``FaceState.shape``)."""
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    ox, oy, ratio = (float(v) for v in shape)
+    center = (float(mid[0] + dist * (c * ox - s * oy)), float(mid[1] + dist * (s * ox + c * oy)))
+    return replace(face, center=center, side_px=float(ratio * dist), angle_rad=float(angle_rad))
+
 
 def _select(dets: list[FaceDetection], rule: str, width: int) -> FaceDetection:
     if rule == "largest":

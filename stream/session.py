@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,7 @@ from stream.chunker import Chunker, ChunkPlan, audio_windows
 from stream.clock import Clock
 from stream.compositor import LUMA, blend_outputs, mean_delta_e, mix, mix_where_differ, shift_colour, speech_weight
 from stream.config import Config
-from stream.face import FaceCropper, FaceState, FaceTracker
+from stream.face import FaceCropper, FaceState, FaceTracker, place_by_eyes
 from stream.frames import AudioFrame, FrameKind, OutputAudio, OutputFrame, VideoFrame
 from stream.playout import DegradeLadder
 from stream.vad import Vad
@@ -140,6 +141,13 @@ class LipSyncSession:
         self._silenced: list[tuple[float, float]] = []  # media-time spans cut by interrupt()
         # the faces of the frames just emitted, for the steady window of the rest mouth
         self._recent_faces: deque[FaceState] = deque(maxlen=max(config.face.steady_rest_frames, 1))
+        # face.steady_rest_anchor = "eyes": the windows the rest mouths were drawn in, relative to
+        # the eyes (FaceState.shape): the reference frame's, and the held pause drawing's
+        self._ref_shape: np.ndarray | None = None
+        self._pause_shape: np.ndarray | None = None
+        # face.steady_rest_mask = "pause": the rest mouth's mask so far in this pause (it only grows)
+        self._rest_mask: np.ndarray | None = None
+        self._last_steady: tuple[FaceState, np.ndarray] | None = None  # _steady_face's last answer
 
     # -- input ------------------------------------------------------------------------
     def _deadline(self, media_s: float) -> float:
@@ -162,10 +170,11 @@ class LipSyncSession:
             if self._reference is None:
                 self._set_reference(slot.crop, slot.mask)
                 self._ref_frame = (img.copy(), face)
+                self._ref_shape = face.shape()
                 self._ref_dark = self.cropper.mouth_darkness(slot.crop, slot.mask, face)
                 self._ref_until_s = frame.time_s + self.config.model.reference_window_s
                 self.stats.reference_frame = self._n_frames
-            elif frame.time_s < self._ref_until_s and self._texture != "model":
+            elif frame.time_s < self._ref_until_s and (self._texture != "model" or self._rest_is_frame):
                 # texture "reference" shows this frame's mouth at rest: take the most closed-looking
                 # mouth of the face's first seconds (a dubbed clip may start mid-word); the model's
                 # own texture (configured, or chosen by "auto") never shows it, so it is not measured
@@ -272,7 +281,20 @@ class LipSyncSession:
             crop = shift_colour(crop, self._colour_offset)
         return self.cropper.paste(image, crop, mask, face)
 
-    def _steady_face(self, slot: _Slot) -> tuple[FaceState, np.ndarray] | None:
+    @property
+    def _rest_is_frame(self) -> bool:
+        return self.config.vad.pause_mouth == "frame"
+
+    def _paste_rest(self, image: np.ndarray, rest: np.ndarray, face: FaceState, mask: np.ndarray) -> np.ndarray:
+        """The mouth at rest pasted into ``image``: ``rest`` as :meth:`_paste` does, or with
+        ``vad.pause_mouth = "frame"`` the reference frame's own pixels (its most closed-looking
+        mouth of the first ``model.reference_window_s``), still."""
+        if self._rest_is_frame and self._ref_frame is not None:
+            zero = np.zeros(rest.shape, np.float32)
+            return self.cropper.paste_relative(image, zero, mask, face, *self._ref_frame)
+        return self._paste(image, rest, face, mask)
+
+    def _steady_face(self, slot: _Slot, shape: np.ndarray | None) -> tuple[FaceState, np.ndarray] | None:
         """``slot``'s face with its crop window (centre, side, roll) averaged over up to
         ``face.steady_rest_frames`` frames either side, as many after as before (so a head moving
         at constant speed is not lagged): the frames just emitted and those already tracked but
@@ -289,21 +311,38 @@ class LipSyncSession:
             after.append(s.face)
         n = min(len(after), len(self._recent_faces))
         if n == 0:
-            return None
+            # the stream's last frame (nothing after it): the last frame's window, not a jump to
+            # this frame's own
+            last = self._last_steady if self._recent_faces and self._finished else None
+            if last is None or math.dist(last[0].center, slot.face.center) > 0.25 * slot.face.side_px:
+                return None
+            return last
         window = [*list(self._recent_faces)[len(self._recent_faces) - n :], slot.face, *after[:n]]
         c = np.array([f.center for f in window])
         if np.abs(c - np.array(slot.face.center)).max() > 0.25 * slot.face.side_px:
             return None  # a new track or a jump inside the window
-        steady = replace(
-            slot.face,
-            center=(float(c[:, 0].mean()), float(c[:, 1].mean())),
-            side_px=float(np.mean([f.side_px for f in window])),
-            angle_rad=float(np.mean([f.angle_rad for f in window])),
-        )
-        if self.config.face.steady_rest_mask == "union":
-            mask = np.max([self.cropper.mouth_mask(replace(steady, keypoints=f.keypoints)) for f in window], axis=0)
+        angle = float(np.mean([f.angle_rad for f in window]))
+        if self.config.face.steady_rest_anchor == "eyes" and shape is not None:
+            eyes = [f.eyes() for f in window]
+            mid = np.mean([e[0] for e in eyes], axis=0)
+            steady = place_by_eyes(slot.face, mid, float(np.mean([e[1] for e in eyes])), angle, shape)
         else:
+            steady = replace(
+                slot.face,
+                center=(float(c[:, 0].mean()), float(c[:, 1].mean())),
+                side_px=float(np.mean([f.side_px for f in window])),
+                angle_rad=angle,
+            )
+        how = self.config.face.steady_rest_mask
+        if how == "own":
             mask = self.cropper.mouth_mask(steady)
+        else:
+            mask = np.max([self.cropper.mouth_mask(replace(steady, keypoints=f.keypoints)) for f in window], axis=0)
+        if how == "pause":
+            if self._rest_mask is not None:
+                mask = np.maximum(mask, self._rest_mask)
+            self._rest_mask = mask
+        self._last_steady = (steady, mask)
         return steady, mask
 
     # -- chunks --------------------------------------------------------------------
@@ -421,8 +460,9 @@ class LipSyncSession:
         rest = self._rest(wait)
         # (with the reference texture the mouth at rest is the reference's own pixels: no drawing held)
         held = self.config.vad.pause_mouth == "held" and self._texture != "reference"
+        rest_shape = self._ref_shape  # the window the rest mouth was drawn in, relative to the eyes
         if held and rest is not None and self._pause_crop is not None:
-            rest = self._pause_crop
+            rest, rest_shape = self._pause_crop, self._pause_shape
         assert slot.crop is not None and slot.mask is not None
         late = False
         shown_w = sw  # how much of the model's drawing is mixed over the rest mouth
@@ -431,6 +471,8 @@ class LipSyncSession:
                 # the pause's first frame: the model's drawing here (closed: the audio is silent) is
                 # the mouth at rest until speech resumes
                 self._pause_crop = rest = blend_outputs(outputs)
+                assert slot.face is not None  # a frame with model outputs has a face
+                self._pause_shape = rest_shape = slot.face.shape()
             self._closing = False
             kind, crop = FrameKind.REST, rest
         elif outputs:
@@ -467,15 +509,19 @@ class LipSyncSession:
             # is pasted through the window it was cut with, and a fade between the two is mixed in
             # the frame
             fading = kind is FrameKind.GENERATED and shown_w < 1.0
-            steady = self._steady_face(slot) if rest is not None and (kind is FrameKind.REST or fading) else None
+            resting = kind is FrameKind.REST or fading
+            steady = self._steady_face(slot, rest_shape) if rest is not None and resting else None
             if steady is None:
-                image = self._paste(frame.image, crop, slot.face, slot.mask)
+                paste = self._paste_rest if kind is FrameKind.REST else self._paste
+                image = paste(frame.image, crop, slot.face, slot.mask)
             elif fading:
                 assert rest is not None  # steady is only looked for with a rest mouth
-                at_rest = self._paste(frame.image, rest, *steady)
+                at_rest = self._paste_rest(frame.image, rest, *steady)
                 image = mix_where_differ(at_rest, self._paste(frame.image, gen, slot.face, slot.mask), shown_w)
             else:  # the rest mouth
-                image = self._paste(frame.image, crop, *steady)
+                image = self._paste_rest(frame.image, crop, *steady)
+            if steady is None:
+                self._rest_mask = None  # the pause's mask starts again at the next one
             self.stats.stage_ms["paste"] += (time.perf_counter() - t0) * 1000
         setattr(self.stats, kind.value, getattr(self.stats, kind.value) + 1)
         out = OutputFrame(VideoFrame(image, frame.pts, frame.time_base), kind, slot.deadline_s, now, late, sw > 0)
@@ -505,6 +551,7 @@ class LipSyncSession:
             if slot.face is None:  # the steady window never spans a lost face, nor a pause's mouth
                 self._recent_faces.clear()
                 self._pause_crop, self._closing = None, False
+                self._pause_shape = self._rest_mask = self._last_steady = None
             else:
                 self._recent_faces.append(slot.face)
             self._slots.popleft()

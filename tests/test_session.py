@@ -9,7 +9,7 @@ on the wall clock.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -472,6 +472,77 @@ def test_the_mouth_at_rest_is_pasted_through_a_steady_crop_window() -> None:
         assert np.array_equal(runs[0].frames[i].frame.image, runs[8].frames[i].frame.image)
 
 
+class BreathingJaw(FixedFaceDetector):
+    """A still face filmed talking, as a real detector sees it: the box's bottom and the mouth
+    keypoint drop by up to 8 % of the box with the jaw, and the eyes stay where they are."""
+
+    def detect(self, image: np.ndarray) -> list:
+        (det,) = super().detect(image)
+        x0, y0, x1, y1 = BOX
+        g = 0.08 * (y1 - y0) * (0.5 + 0.5 * np.sin(1.7 * self.calls))
+        kp = det.keypoints.copy()
+        kp[3, 1] += g  # the mouth keypoint
+        return [replace(det, box=(x0, y0, x1, y1 + g), keypoints=kp)]
+
+
+def test_the_rest_window_placed_by_the_eyes_stands_still_when_only_the_jaw_moves() -> None:
+    """``face.steady_rest_anchor = "eyes"``: the rest mouth's window is placed from the eyes,
+    averaged over the steady window, at the size and offset from them of the window the rest
+    mouth was drawn in. The detector's box and mouth keypoint follow the filmed jaw and the eyes
+    do not, so where the box-placed window still drifts with the jaw's average over 17 frames,
+    this one stands. ``face.steady_rest_mask = "pause"``: the union mask only grows through a
+    pause, so its feathered edge stops moving too."""
+    n = 90
+    segs = [(0.2, 0.8), (2.8, 3.4)]
+    video = still_frames(n)
+    runs = {}
+    for anchor, how in (("box", "union"), ("eyes", "union"), ("eyes", "pause")):
+        clock = VirtualClock()
+        cfg = config(f"face.steady_rest_anchor={anchor}", f"face.steady_rest_mask={how}", "vad.pause_mouth=reference")
+        detector = BreathingJaw([BOX])
+        runs[anchor, how] = run_live(DrawsTheFace(clock=clock), clock, video, loud_audio(n / FPS), segs, cfg, detector)
+    core, support = mouth_regions(runs["box", "union"])
+
+    def motion(run: Run, region: np.ndarray) -> float:
+        deep = [o.frame.image[region].astype(np.float32) for o in run.frames if 1.2 <= o.frame.time_s <= 2.4]
+        assert len(deep) == 31 and all(o.kind is FrameKind.REST for o in run.frames if 1.2 <= o.frame.time_s <= 2.4)
+        return float(np.mean([np.abs(b - a).mean() for a, b in zip(deep, deep[1:], strict=False)]))
+
+    # measured: 2.1 per frame where the mask is whole with the box, 0.0 with the eyes; where the
+    # mask reaches, 0.09 with the eyes and the union, 0.05 with the mask grown over the pause
+    assert motion(runs["box", "union"], core) > 0.5  # the case is real: the box-placed window moves
+    assert motion(runs["eyes", "union"], core) < 0.1 * motion(runs["box", "union"], core)
+    assert motion(runs["eyes", "pause"], support) < 0.7 * motion(runs["eyes", "union"], support)
+    box = runs["box", "union"].frames
+    spoken = [i for i, o in enumerate(box) if 0.35 <= o.frame.time_s <= 0.65]
+    assert spoken and all(box[i].kind is FrameKind.GENERATED for i in spoken)
+    for i in spoken:  # speech is pasted through each frame's own window whatever places the rest's
+        assert np.array_equal(box[i].frame.image, runs["eyes", "pause"].frames[i].frame.image)
+
+
+def test_the_last_frame_at_rest_keeps_the_steady_window_of_the_frame_before() -> None:
+    """The steady window spans as many frames after as before, and the stream's last frame has
+    none after it: it keeps the window of the frame before rather than jumping to its own (with
+    a box that breathes with the filmed jaw, that jump was one frame of visible motion at the end
+    of every file)."""
+    n = 60
+    clock = VirtualClock()
+    cfg = config("vad.pause_mouth=reference")
+    run = run_live(
+        DrawsTheFace(clock=clock), clock, still_frames(n), loud_audio(n / FPS), [(0.2, 0.8)], cfg, BreathingJaw([BOX])
+    )
+    last, before = run.frames[-1], run.frames[-2]
+    assert len(run.frames) == n and last.kind is before.kind is FrameKind.REST
+    core, _ = mouth_regions(run)
+    assert np.array_equal(last.frame.image[core], before.frame.image[core])
+    # the case is real: the frames before it, in the same stretch at rest, do move
+    moved = [
+        np.abs(b.frame.image[core].astype(int) - a.frame.image[core].astype(int)).max()
+        for a, b in zip(run.frames[-10:-2], run.frames[-9:-1], strict=True)
+    ]
+    assert max(moved) > 0
+
+
 def test_texture_auto_takes_the_reference_only_when_the_model_cannot_draw_the_face() -> None:
     """model.texture = "auto" (the default): the model's rendering of the reference at rest is
     compared with the reference crop (mean CIELAB delta-E over the mask). A model that draws the
@@ -503,9 +574,10 @@ def test_texture_auto_takes_the_reference_only_when_the_model_cannot_draw_the_fa
 
 
 def test_texture_reference_rests_on_the_most_closed_mouth_of_the_first_seconds() -> None:
-    """Texture "reference" shows the reference frame's mouth at rest. A clip that starts
-    mid-word (here: the first 10 frames with a dark open mouth) must not keep that mouth open in
-    silence: within model.reference_window_s the reference moves to a closed-looking mouth."""
+    """Texture "reference" shows the reference frame's mouth at rest, and so does
+    ``vad.pause_mouth = "frame"`` with the model's own texture. A clip that starts mid-word (here:
+    the first 10 frames with a dark open mouth) must not keep that mouth open in silence: within
+    model.reference_window_s the reference moves to a closed-looking mouth."""
     n = 80
     segs = [(0.2, 0.8), (2.4, 3.0)]
 
@@ -522,13 +594,20 @@ def test_texture_reference_rests_on_the_most_closed_mouth_of_the_first_seconds()
             cv2.line(img, (mouth[0] - 14, mouth[1]), (mouth[0] + 14, mouth[1]), (120, 60, 60), 1)
         video.append(VideoFrame(img, i, Fraction(1, FPS)))
     got = {}
-    for window in ("2.0", "0"):
+    # the same rest with the model's own texture and vad.pause_mouth = "frame" ("pause")
+    for key, how in (
+        ("2.0", "model.texture=reference"),
+        ("0", "model.texture=reference"),
+        ("pause", "vad.pause_mouth=frame"),
+    ):
         clock = VirtualClock()
-        cfg = load(None, ["model.texture=reference", f"model.reference_window_s={window}"])
-        got[window] = run_live(DrawsTheFace(clock=clock), clock, video, ramp_audio(n / FPS, 0.15, 0.15), segs, cfg)
+        window = "2.0" if key == "pause" else key
+        cfg = load(None, [how, f"model.reference_window_s={window}"])
+        got[key] = run_live(DrawsTheFace(clock=clock), clock, video, ramp_audio(n / FPS, 0.15, 0.15), segs, cfg)
     assert got["2.0"].session.stats.reference_frame >= 10 and got["0"].session.stats.reference_frame == 0
+    assert got["pause"].session.stats.reference_frame >= 10 and got["pause"].session.stats.texture == "model"
     core, _ = mouth_regions(got["2.0"])
-    for window, ref in (("2.0", video[40].image), ("0", video[0].image)):
+    for window, ref in (("2.0", video[40].image), ("0", video[0].image), ("pause", video[40].image)):
         deep = [o for o in got[window].frames if 1.0 <= o.frame.time_s <= 2.2]
         assert deep and all(o.kind is FrameKind.REST for o in deep)
         for o in deep:  # at rest: the chosen frame's own mouth
