@@ -69,11 +69,12 @@ class FaceConfig:
     # mouth wherever it went, and its edge moves less), "pause" (that union grown over the whole
     # pause so far: its edge does not move back) or "own" (this frame's keypoints: it follows the
     # filmed mouth)
-    steady_rest_mask: Literal["own", "union", "pause"] = "union"
+    steady_rest_mask: Literal["own", "union", "pause"] = "pause"
     # what places that steady window: "box" (the detector's box and mouth keypoint, averaged over
-    # the window) or "eyes" (the eyes, averaged over the window, with the window's size and offset
-    # from them averaged over the last seconds: the eyes do not move with the filmed jaw)
-    steady_rest_anchor: Literal["box", "eyes"] = "box"
+    # the window: both move with the filmed jaw) or "eyes" (the eyes, averaged over the window,
+    # which do not; the window keeps the size and offset from the eyes of the one the rest mouth
+    # was drawn in: the reference frame's, or the held pause drawing's)
+    steady_rest_anchor: Literal["box", "eyes"] = "eyes"
 
 
 @dataclass(frozen=True)

@@ -527,7 +527,8 @@ def test_the_last_frame_at_rest_keeps_the_steady_window_of_the_frame_before() ->
     of every file)."""
     n = 60
     clock = VirtualClock()
-    cfg = config("vad.pause_mouth=reference")
+    # the box-placed window, which moves with the filmed jaw (the eyes-placed one would not show it)
+    cfg = config("vad.pause_mouth=reference", "face.steady_rest_anchor=box", "face.steady_rest_mask=union")
     run = run_live(
         DrawsTheFace(clock=clock), clock, still_frames(n), loud_audio(n / FPS), [(0.2, 0.8)], cfg, BreathingJaw([BOX])
     )
