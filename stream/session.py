@@ -460,7 +460,12 @@ class LipSyncSession:
         rest = self._rest(wait)
         # (with the reference texture the mouth at rest is the reference's own pixels: no drawing held)
         held = self.config.vad.pause_mouth == "held" and self._texture != "reference"
-        rest_shape = self._ref_shape  # the window the rest mouth was drawn in, relative to the eyes
+        # the window the rest mouth was drawn in, relative to the eyes: the reference frame's own
+        # pixels are shown through the window they were cut with; the model's rendering of the
+        # reference through the first face's, which it was drawn from
+        rest_shape = self._ref_shape
+        if (self._texture == "reference" or self._rest_is_frame) and self._ref_frame is not None:
+            rest_shape = self._ref_frame[1].shape()
         if held and rest is not None and self._pause_crop is not None:
             rest, rest_shape = self._pause_crop, self._pause_shape
         assert slot.crop is not None and slot.mask is not None

@@ -604,7 +604,9 @@ def test_texture_reference_rests_on_the_most_closed_mouth_of_the_first_seconds()
         clock = VirtualClock()
         window = "2.0" if key == "pause" else key
         cfg = load(None, [how, f"model.reference_window_s={window}"])
-        got[key] = run_live(DrawsTheFace(clock=clock), clock, video, ramp_audio(n / FPS, 0.15, 0.15), segs, cfg)
+        audio = ramp_audio(n / FPS, 0.15, 0.15)
+        # a box that breathes with the jaw: the reference's mouth must still land where it was
+        got[key] = run_live(DrawsTheFace(clock=clock), clock, video, audio, segs, cfg, BreathingJaw([BOX]))
     assert got["2.0"].session.stats.reference_frame >= 10 and got["0"].session.stats.reference_frame == 0
     assert got["pause"].session.stats.reference_frame >= 10 and got["pause"].session.stats.texture == "model"
     core, _ = mouth_regions(got["2.0"])
