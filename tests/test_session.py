@@ -595,22 +595,22 @@ def test_texture_reference_rests_on_the_most_closed_mouth_of_the_first_seconds()
             cv2.line(img, (mouth[0] - 14, mouth[1]), (mouth[0] + 14, mouth[1]), (120, 60, 60), 1)
         video.append(VideoFrame(img, i, Fraction(1, FPS)))
     got = {}
-    # the same rest with the model's own texture and vad.pause_mouth = "frame" ("pause")
+    # the same rest with the model's own texture and vad.pause_mouth = "frame"
     for key, how in (
         ("2.0", "model.texture=reference"),
         ("0", "model.texture=reference"),
-        ("pause", "vad.pause_mouth=frame"),
+        ("frame", "vad.pause_mouth=frame"),
     ):
         clock = VirtualClock()
-        window = "2.0" if key == "pause" else key
+        window = "2.0" if key == "frame" else key
         cfg = load(None, [how, f"model.reference_window_s={window}"])
         audio = ramp_audio(n / FPS, 0.15, 0.15)
         # a box that breathes with the jaw: the reference's mouth must still land where it was
         got[key] = run_live(DrawsTheFace(clock=clock), clock, video, audio, segs, cfg, BreathingJaw([BOX]))
     assert got["2.0"].session.stats.reference_frame >= 10 and got["0"].session.stats.reference_frame == 0
-    assert got["pause"].session.stats.reference_frame >= 10 and got["pause"].session.stats.texture == "model"
+    assert got["frame"].session.stats.reference_frame >= 10 and got["frame"].session.stats.texture == "model"
     core, _ = mouth_regions(got["2.0"])
-    for window, ref in (("2.0", video[40].image), ("0", video[0].image), ("pause", video[40].image)):
+    for window, ref in (("2.0", video[40].image), ("0", video[0].image), ("frame", video[40].image)):
         deep = [o for o in got[window].frames if 1.0 <= o.frame.time_s <= 2.2]
         assert deep and all(o.kind is FrameKind.REST for o in deep)
         for o in deep:  # at rest: the chosen frame's own mouth
