@@ -248,6 +248,99 @@ def test_mouth_gain_scales_the_opening_the_denoiser_reads(tmp_path) -> None:  # 
             torch.testing.assert_close(used[..., 0], gain * unit)
 
 
+def test_the_opening_level_lifts_a_voice_the_head_reads_short_and_never_lowers_one() -> None:
+    """``OpeningLevel``: the gain brings the 90th percentile of the head's opening over the
+    stream's speech frames up to the target, within [1, max_gain], drawn towards 1 while few
+    frames are in; frames a chunk shares with the one before count once, and silence not at all.
+    Through the pipeline, a chunk's mouth parameters are the head's opening times that gain."""
+    from model.pipeline import OpeningLevel
+
+    rng = np.random.default_rng(0)
+    short = OpeningLevel(0.6, 1.3)
+    first = short.update(np.full(8, 0.5), np.ones(8, bool), np.arange(8) / 25)
+    assert 1.0 < first < 0.6 / 0.5  # 8 frames against the prior's 25: part of the way
+    for k in range(1, 60):
+        t = np.arange(6 * k, 6 * k + 8) / 25  # chunks of 8 overlapping by 2
+        g = short.update(rng.uniform(0.0, 0.5 / 0.9, 8), np.ones(8, bool), t)
+    assert len(short.values) == 8 + 59 * 6
+    assert abs(g - 0.6 / np.percentile(list(short.values), 90)) < 0.05 and 1.1 < g < 1.3
+    quiet = OpeningLevel(0.6, 1.3)
+    assert quiet.update(np.full(8, 0.05), np.ones(8, bool), np.arange(8) / 25) <= 1.3
+    for k in range(1, 40):
+        g = quiet.update(np.full(8, 0.05), np.ones(8, bool), np.arange(6 * k, 6 * k + 8) / 25)
+    assert g == 1.3  # capped
+    loud = OpeningLevel(0.6, 1.3)
+    for k in range(40):
+        g = loud.update(np.full(8, 0.9), np.ones(8, bool), np.arange(6 * k, 6 * k + 8) / 25)
+    assert g == 1.0  # never lowered
+    silent = OpeningLevel(0.6, 1.3)
+    assert silent.update(np.full(8, 0.1), np.zeros(8, bool), np.arange(8) / 25) == 1.0
+    assert len(silent.values) == 0
+
+    from stream.config import ModelConfig
+
+    c = _config()
+    config = dataclasses.replace(c, mouth_film=True, audio=dataclasses.replace(c.audio, mouth_only=True))
+    torch.manual_seed(0)
+    net = SayAnythingModel(config).eval()
+    chunk = make_chunk(config, seed=3)
+    seen: list[float] = []
+    for level, want_level in ((0.0, False), (5.0, True)):
+        pipe = SayAnythingPipeline.from_config(net, ModelConfig(runtime="torch", mouth_level=level))
+        ref = pipe.encode_reference(chunk.frames[0])
+        assert (ref.level is not None) == want_level
+        pipe.generate(chunk, ref, steps=1)
+        if ref.level is not None:
+            seen.append(ref.level.last_gain)
+    with torch.no_grad():
+        audio = torch.from_numpy(chunk.audio)[None]
+        head = net.audio_conditions(audio)[1]
+        lv = OpeningLevel(5.0, 1.3)
+        lifted = net.audio_conditions(audio, level=lambda o: lv.update(o[0].numpy(), chunk.speech, chunk.times_s) * o)[
+            1
+        ]
+    assert seen == [lv.last_gain] and lv.last_gain > 1.0
+    torch.testing.assert_close(lifted[..., 0], lv.last_gain * head[..., 0])
+    torch.testing.assert_close(lifted[..., 1:], head[..., 1:])
+
+
+def test_the_energy_mix_takes_a_share_of_the_opening_from_the_frames_loudness() -> None:
+    """``energy_mix``: the opening is (1 - w) head + w k e, with e the frame's loudness between
+    the stream's 20th and 98th percentiles and k matching its 90th percentile in speech to the
+    head's; w grows to ``energy_mix`` with the speech frames seen. Where the loudness follows the
+    truth and the head is noisy, the mix follows the truth better; ``frame_loudness`` reads each
+    window's own 40 ms from the frame's time."""
+    from model.pipeline import OpeningLevel, frame_loudness
+
+    rng = np.random.default_rng(1)
+    truth = np.clip(np.sin(np.arange(400) / 3.0), 0, None)
+    head = truth + 0.3 * rng.standard_normal(400)
+    db = -40.0 + 30.0 * truth + 0.5 * rng.standard_normal(400)
+    speech, times = np.ones(400, bool), np.arange(400) / 25
+    plain, mixed = OpeningLevel(0.0, 1.0), OpeningLevel(0.0, 1.0, energy_mix=0.5)
+    a = np.concatenate(
+        [plain.opening(head[i : i + 8], speech[i : i + 8], times[i : i + 8], db[i : i + 8]) for i in range(0, 400, 8)]
+    )
+    b = np.concatenate(
+        [mixed.opening(head[i : i + 8], speech[i : i + 8], times[i : i + 8], db[i : i + 8]) for i in range(0, 400, 8)]
+    )
+    np.testing.assert_allclose(a, head)  # no mix, no lift: the head's own
+    before = len(mixed.loudness)
+    mixed.opening(np.zeros(8), np.zeros(8, bool), np.zeros(8), np.full(8, -120.0))  # the rest job
+    assert len(mixed.loudness) == before
+    assert np.corrcoef(b[200:], truth[200:])[0, 1] > np.corrcoef(a[200:], truth[200:])[0, 1] + 0.1
+    w = 0.5 * 400 / 425
+    e = np.clip((db[-8:] - np.percentile(db, 20)) / (np.percentile(db, 98) - np.percentile(db, 20)), 0, 1)
+    e_all = np.clip((db - np.percentile(db, 20)) / (np.percentile(db, 98) - np.percentile(db, 20)), 0, 1)
+    k = np.percentile(head, 90) / np.percentile(e_all, 90)
+    np.testing.assert_allclose(b[-8:], (1 - w) * head[-8:] + w * k * e, rtol=1e-6)
+    windows = np.zeros((2, 4480), np.float32)
+    windows[0, 3200:3840] = 0.1  # the frame's own 40 ms, 200 ms into the window
+    windows[1, :3200] = 0.1
+    loud = frame_loudness(windows, 200)
+    assert abs(loud[0] - 20 * np.log10(0.1)) < 0.01 and loud[1] < -100
+
+
 def test_mouth_guidance_extrapolates_from_the_closed_mouth_inside_the_mask_only() -> None:
     """mouth_guidance g: D(closed) + g (D(asked) - D(closed)), the closed mouth being the asked
     parameters with the opening at 0. So g = 0 is the model run with the opening zeroed (gain 0),
