@@ -70,23 +70,18 @@ class SayAnythingModel(nn.Module):
         id_features: list[torch.Tensor],
         masked_latents: torch.Tensor | None = None,
         mouth_gain: float | None = None,
-        level: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> Conditions:
         """frames (B, F, 3, H, W) in [-1, 1]; masks (B, F, 1, H, W) in {0, 1}; audio (B, F, n).
         ``masked_latents``: ``vae.encode(frames * (1 - masks))`` when the caller already has it.
-        ``mouth_gain``: the opening's calibration (default: ``config.mouth_gain``); ``level``: the
-        head's predicted opening (B, F) -> the opening to use (the stream's opening level)."""
+        ``mouth_gain``: the opening's calibration (default: ``config.mouth_gain``)."""
         masked = self.vae.encode(frames * (1.0 - masks)) if masked_latents is None else masked_latents
         h, w = masked.shape[-2:]
         mask_lat = F.adaptive_max_pool2d(masks.flatten(0, 1), (h, w)).reshape(*masks.shape[:3], h, w)
-        tokens, mouth = self.audio_conditions(audio, mouth_gain, level)
+        tokens, mouth = self.audio_conditions(audio, mouth_gain)
         return Conditions(masked, mask_lat.to(masked.dtype), tokens, id_features, mouth)
 
     def audio_conditions(
-        self,
-        audio: torch.Tensor,
-        mouth_gain: float | None = None,
-        level: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        self, audio: torch.Tensor, mouth_gain: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """audio (B, F, n) -> the denoiser's audio tokens and, for a ``mouth_film`` model, the
         mouth parameters it is given (the predicted opening times ``mouth_gain``, default
@@ -96,9 +91,7 @@ class SayAnythingModel(nn.Module):
             return enc(audio), None
         tokens, mouth = enc.features(audio)
         gain = self.config.mouth_gain if mouth_gain is None else mouth_gain
-        if level is not None:
-            mouth = torch.cat([level(mouth[..., 0])[..., None], mouth[..., 1:]], dim=-1)
-        if gain != 1.0 or level is not None:
+        if gain != 1.0:
             mouth = torch.cat([mouth[..., :1] * gain, mouth[..., 1:]], dim=-1)
             if enc.config.mouth_only:
                 tokens = enc.tokens_from_mouth(mouth)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -84,88 +83,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 RUNTIMES = ("auto", "torch", "openvino")
 
 
-class OpeningLevel:
-    """One stream's opening level: how far the audio head's predicted opening reaches in speech,
-    and the gain that brings it up to ``target``.
-
-    The head regresses towards the mean on a voice it was not trained on: over 8 development
-    clips each, the 90th percentile of its opening in speech reads 0.61 for the training voices,
-    0.56 for unseen languages and 0.50 for Festival, whose truth reaches 0.59 there (a slope of
-    0.77 against the truth). The level is the 90th percentile of the head's opening over this
-    stream's speech frames (the VAD's; the last ``window_frames`` of them), drawn towards
-    ``target`` as if ``prior_frames`` frames had read it, so the first chunks barely move. The
-    gain only lifts (1 to ``max_gain``): a voice the head already reads fully keeps its opening.
-
-    ``energy_mix``: that share of the opening comes from the frame's own loudness instead (its
-    40 ms in dBFS, between the stream's 20th and 98th percentiles, scaled so its 90th percentile
-    in speech is the head's), a predictor whose errors differ from the head's; the share grows
-    with the speech frames seen as the gain's prior fades."""
-
-    def __init__(
-        self,
-        target: float,
-        max_gain: float,
-        energy_mix: float = 0.0,
-        window_frames: int = 750,
-        prior_frames: int = 25,
-    ) -> None:
-        self.target, self.max_gain, self.prior = float(target), float(max_gain), prior_frames
-        self.energy_mix = float(energy_mix)
-        self.values: deque[float] = deque(maxlen=window_frames)  # the head's opening, speech frames
-        self.loudness: deque[float] = deque(maxlen=window_frames)  # dBFS, every frame
-        self.speech_loudness: deque[float] = deque(maxlen=window_frames)  # dBFS, speech frames
-        self.last_time_s = -np.inf
-        self.last_gain = 1.0
-
-    def update(
-        self, opening: np.ndarray, speech: np.ndarray, times_s: np.ndarray, loudness: np.ndarray | None = None
-    ) -> float:
-        """Add the frames after the last one seen (a chunk overlaps the one before) whose
-        ``speech`` is set; returns the gain for this chunk."""
-        db = np.zeros(len(opening)) if loudness is None else loudness
-        for v, sp, t, d in zip(opening, speech, times_s, db, strict=True):
-            if t > self.last_time_s:
-                self.last_time_s = float(t)
-                self.loudness.append(float(d))
-                if sp:
-                    self.values.append(float(v))
-                    self.speech_loudness.append(float(d))
-        n = len(self.values)
-        if n:
-            p90 = float(np.percentile(np.fromiter(self.values, np.float64, n), 90))
-            est = (n * p90 + self.prior * self.target) / (n + self.prior)
-            self.last_gain = float(np.clip(self.target / max(est, 1e-3), 1.0, self.max_gain))
-        return self.last_gain
-
-    def _energy(self, db: np.ndarray) -> np.ndarray:
-        lo, hi = np.percentile(np.asarray(self.loudness), (20, 98))
-        return np.clip((db - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-
-    def opening(self, head: np.ndarray, speech: np.ndarray, times_s: np.ndarray, loudness: np.ndarray) -> np.ndarray:
-        """The chunk's opening: the head's, mixed with its loudness (``energy_mix``), times the
-        gain; the statistics updated first with this chunk's new frames."""
-        gain = self.update(head, speech, times_s, loudness)
-        n = len(self.values)
-        if not (self.energy_mix and n):
-            return gain * head
-        e_sp = self._energy(np.asarray(self.speech_loudness))
-        k = float(np.percentile(np.asarray(self.values), 90)) / max(float(np.percentile(e_sp, 90)), 1e-3)
-        w = self.energy_mix * n / (n + self.prior)
-        return gain * ((1.0 - w) * head + w * k * self._energy(loudness))
-
-
-def frame_loudness(audio: np.ndarray, before_ms: int) -> np.ndarray:
-    """(F, n) audio windows -> each frame's own 40 ms (from its time, ``before_ms`` into the
-    window) in dBFS, as ``eval``'s audio-energy baseline measures a frame."""
-    a = before_ms * 16
-    seg = audio[:, a : a + 640].astype(np.float64)
-    return 20.0 * np.log10(np.sqrt(np.mean(seg**2, axis=1) + 1e-12) + 1e-6)
-
-
 @dataclass
 class Reference:
     id_features: list[torch.Tensor]
-    level: OpeningLevel | None = None
 
 
 class SayAnythingPipeline:
@@ -187,9 +107,6 @@ class SayAnythingPipeline:
             mouth_gain=mc.mouth_gain or None,
             mouth_guidance=mc.mouth_guidance or None,
             shared_noise=mc.frame_noise == "shared",
-            mouth_level=mc.mouth_level,
-            mouth_level_max_gain=mc.mouth_level_max_gain,
-            energy_mix=mc.energy_mix,
         )
         kwargs.update(overrides)
         return cls(model, **kwargs)
@@ -210,9 +127,6 @@ class SayAnythingPipeline:
         mouth_gain: float | None = None,
         mouth_guidance: float | None = None,
         shared_noise: bool = True,
-        mouth_level: float = 0.0,
-        mouth_level_max_gain: float = 1.0,
-        energy_mix: float = 0.0,
     ) -> None:
         """``reuse_overlap`` / ``decode_box``: the two savings of ``generate`` (reusing the latents
         of frames the previous chunk encoded; decoding only the mask's box); off, every frame is
@@ -279,11 +193,6 @@ class SayAnythingPipeline:
         self.shared_noise = shared_noise
         self.mouth_gain = mouth_gain
         self.mouth_guidance = guide
-        # the stream's opening level (``OpeningLevel``): off at 0, or for a model whose
-        # denoiser is not told the opening outright
-        self.mouth_level = mouth_level if c.mouth_film else 0.0
-        self.mouth_level_max_gain = mouth_level_max_gain
-        self.energy_mix = energy_mix if c.mouth_film else 0.0
         self.reuse_overlap, self.decode_box = reuse_overlap, decode_box
         # (times, latents, frames, masks) of the last chunk's masked frames, for the overlap
         self._last_encoded: tuple[list[float], torch.Tensor, np.ndarray, np.ndarray] | None = None
@@ -323,19 +232,18 @@ class SayAnythingPipeline:
         reference: Reference,
         steps: int,
         masked_latents: torch.Tensor | None = None,
-        level: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """frames (B, F, 3, H, W) in [-1, 1], masks (B, F, 1, H, W) in {0, 1}, audio (B, F, n) ->
         generated frames (B, F, 3, H, W) in [-1, 1], composited so unmasked pixels are the input's.
 
         ``masked_latents``: the masked frames' latents when the caller has them (see
-        ``generate``); ``level``: the head's opening (B, F) -> the opening to use (``OpeningLevel``). Only
-        the latent box holding every frame's mask (plus ``DECODE_MARGIN`` latent pixels for the
-        decoder's receptive field) is decoded: the rest of the output is the input's anyway."""
+        ``generate``). Only the latent box holding every frame's mask (plus ``DECODE_MARGIN``
+        latent pixels for the decoder's receptive field) is decoded: the rest of the output is
+        the input's anyway."""
         m = self.model
         if masked_latents is None:
             masked_latents = self._encode(frames * (1.0 - masks))
-        cond = m.conditions(frames, masks, audio, reference.id_features, masked_latents, self.mouth_gain, level)
+        cond = m.conditions(frames, masks, audio, reference.id_features, masked_latents, self.mouth_gain)
         rest = m.rest_conditions(cond) if self.mouth_guidance != 1.0 else None
         self.sampler.set_timesteps(steps)
         gen = torch.Generator().manual_seed(self.seed)
@@ -377,9 +285,7 @@ class SayAnythingPipeline:
     def encode_reference(self, crop: np.ndarray) -> Any:
         with self._glue():
             ref = self._to_tensor(crop[None])[:, 0]
-            on = self.mouth_level > 0 or self.energy_mix > 0
-            level = OpeningLevel(self.mouth_level, self.mouth_level_max_gain, self.energy_mix) if on else None
-            return Reference(self.model.encode_reference(ref), level)
+            return Reference(self.model.encode_reference(ref))
 
     @torch.inference_mode()
     def _masked_latents(self, chunk: ModelChunk, frames: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -416,15 +322,7 @@ class SayAnythingPipeline:
         frames = self._to_tensor(chunk.frames)
         masks = torch.from_numpy((chunk.masks > 0.02).astype(np.float32)).to(self.device, self.dtype)[None, :, None]
         audio = torch.from_numpy(chunk.audio).to(self.device, self.dtype)[None]
-        lv, level = reference.level, None
-        if lv is not None:
-            db = frame_loudness(chunk.audio, self.config.audio.window_before_ms)
-
-            def level(o: torch.Tensor) -> torch.Tensor:
-                got = lv.opening(o[0].float().cpu().numpy(), chunk.speech, chunk.times_s, db)
-                return torch.from_numpy(got).to(o.device, o.dtype)[None]
-
-        out = self.sample(frames, masks, audio, reference, steps, self._masked_latents(chunk, frames, masks), level)
+        out = self.sample(frames, masks, audio, reference, steps, self._masked_latents(chunk, frames, masks))
         img = ((out[0].float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
         return img.permute(0, 2, 3, 1).cpu().numpy()
 

@@ -122,14 +122,6 @@ class ModelConfig:
     match_colour: bool = False
     # the model's opening calibration (its config's ``mouth_gain``) replaced by this; 0: the model's
     mouth_gain: float = 0.0
-    # the stream's opening level: the head's predicted opening lifted, per stream, so that its
-    # 90th percentile over the speech frames reaches this (by at most mouth_level_max_gain,
-    # never lowered): the head reads an unfamiliar voice's opening short; 0: off
-    mouth_level: float = 0.0
-    mouth_level_max_gain: float = 1.3
-    # that share of the opening taken from each frame's loudness (scaled to the head's range by
-    # the stream's own statistics, as with mouth_level); 0: the head's alone
-    energy_mix: float = 0.0
     # the denoiser run twice, with the opening asked for and with the mouth closed, and the
     # output taken this many times as far from the closed one: the mouth the audio asks for gains
     # weight against what the input's own mouth leaks through both (twice the denoiser's cost);
@@ -250,9 +242,6 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "vad.crossfade_ms": (0, 2000),
     "vad.max_gain_db": (0.0, 60.0),
     "model.mouth_gain": (0.0, 4.0),
-    "model.mouth_level": (0.0, 1.5),
-    "model.mouth_level_max_gain": (1.0, 4.0),
-    "model.energy_mix": (0.0, 1.0),
     "model.mouth_guidance": (0.0, 4.0),
     "model.texture_auto_delta_e": (0.0, 200.0),
     "model.reference_window_s": (0.0, 600.0),
