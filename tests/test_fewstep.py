@@ -620,3 +620,56 @@ def test_shared_frame_noise_starts_every_frame_from_one_draw() -> None:
         assert all(torch.equal(x[0], x[k]) for k in range(1, L)) == (noise == "shared")
         change[noise] = float(np.mean([np.abs(out[k] - out[0]).mean() for k in range(1, L)]))
     assert change["shared"] < 0.75 * change["independent"]
+
+
+def test_the_anchored_head_fine_tune_learns_new_voices_and_keeps_its_answers_on_the_anchor() -> None:
+    """``anchored_finetune``: the head fits the new voices' truth, while its predictions on the
+    anchor's audio stay much closer to what they were than after the same fine-tune unanchored;
+    the token embeddings the denoiser reads through are not touched."""
+    from model.train.audio import AudioTrainConfig, anchored_finetune
+    from model.train.voices import FrameSet
+
+    cfg = AudioEncoderConfig(kind="mouth", n_mels=16, hidden=16, mouth_only=True)
+    rng = np.random.default_rng(0)
+    n = 256
+    t = np.linspace(0, 1, 4480, dtype=np.float32)
+    freq = rng.uniform(100, 2000, n).astype(np.float32)
+    amp = rng.uniform(0.0, 0.3, n).astype(np.float32)
+    audio = (amp[:, None] * np.sin(2 * np.pi * freq[:, None] * t[None])).astype(np.float16)
+    mouth = np.stack([amp / 0.3, freq / 2000, 1 - amp / 0.3, np.zeros(n)], 1).astype(np.float32)
+    data = FrameSet(audio, mouth, np.ones(n, bool), np.arange(n, dtype=np.int32))
+    anchor = (0.1 * rng.standard_normal((128, 4480))).astype(np.float16)
+    x = torch.from_numpy(anchor.astype(np.float32))[None]
+    tc = AudioTrainConfig(steps=60, batch_size=32, lr=3e-3)
+
+    def run(weight: float) -> tuple[float, float, MouthAudioEncoder]:
+        torch.manual_seed(0)
+        enc = MouthAudioEncoder(cfg, 16).eval()
+        with torch.no_grad():
+            before = enc.features(x)[1]
+            start = float(
+                (
+                    (enc.features(torch.from_numpy(audio.astype(np.float32))[None])[1][0] - torch.from_numpy(mouth))
+                    ** 2
+                ).mean()
+            )
+        anchored_finetune(enc, data, anchor, tc, anchor_weight=weight, anchor_batch=32)
+        with torch.no_grad():
+            moved = float((enc.features(x)[1] - before).abs().mean())
+            err = float(
+                (
+                    (enc.features(torch.from_numpy(audio.astype(np.float32))[None])[1][0] - torch.from_numpy(mouth))
+                    ** 2
+                ).mean()
+            )
+        return moved, err / start, enc
+
+    free_moved, free_err, _ = run(0.0)
+    held_moved, held_err, enc = run(4.0)
+    assert held_err < 0.8 and free_err < 0.8  # both learn the new voices
+    assert held_moved < 0.5 * free_moved  # the anchor keeps its answers
+    torch.manual_seed(0)
+    fresh = MouthAudioEncoder(cfg, 16)
+    for name in ("mouth_embed.weight", "mouth_tokens.0.weight"):
+        torch.testing.assert_close(enc.state_dict()[name], fresh.state_dict()[name])
+    assert all(p.requires_grad for p in enc.parameters())

@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,6 +118,61 @@ def evaluate_split(encoder: MouthAudioEncoder, data: FrameSet, windows_hop: int 
     }
 
 
+def anchored_finetune(
+    encoder: MouthAudioEncoder,
+    data: FrameSet,
+    anchor_audio: np.ndarray,
+    tc: AudioTrainConfig,
+    anchor_weight: float = 2.0,
+    anchor_batch: int = 128,
+    progress: Callable[[int, float, float], None] | None = None,
+) -> MouthAudioEncoder:
+    """Fine-tune a trained ``mouth`` encoder's trunk and head on new voices (``data``, the truth
+    as targets) while its own predictions on ``anchor_audio`` (taken before the first step) stay
+    targets too, weighted by ``anchor_weight``. A ``mouth_only`` denoiser hears nothing but these
+    predictions, so on the anchor's voices (the ones the denoiser was trained with) the model is
+    asked for what it was before, and on the new voices for the truth. The token embeddings
+    (``mouth_embed``, ``mouth_tokens``) are frozen: the denoiser reads the parameters through
+    them. Returns the encoder in eval mode."""
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    encoder.eval()
+    with torch.no_grad():
+        targets = np.concatenate(
+            [
+                encoder.features(torch.from_numpy(anchor_audio[k : k + 2048].astype(np.float32))[None])[1][0].numpy()
+                for k in range(0, anchor_audio.shape[0], 2048)
+            ]
+        )
+    trained = ("net.", "blocks.", "head.")
+    params = []
+    for name, p in encoder.named_parameters():
+        p.requires_grad_(name.startswith(trained))
+        if p.requires_grad:
+            params.append(p)
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, tc.lr, total_steps=tc.steps, pct_start=0.05)
+    encoder.train()
+    for step in range(tc.steps):
+        i = rng.integers(0, len(data), tc.batch_size)
+        j = rng.integers(0, anchor_audio.shape[0], anchor_batch)
+        new = mouth_loss(encoder.features(torch.from_numpy(data.audio[i].astype(np.float32))[None])[1][0],
+                         torch.from_numpy(data.mouth[i]))  # fmt: skip
+        held = mouth_loss(encoder.features(torch.from_numpy(anchor_audio[j].astype(np.float32))[None])[1][0],
+                          torch.from_numpy(targets[j]))  # fmt: skip
+        loss = new + anchor_weight * held
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if progress:
+            progress(step + 1, float(new.item()), float(held.item()))
+    for p in encoder.parameters():
+        p.requires_grad_(True)
+    return encoder.eval()
+
+
 EVAL_SPLITS: tuple[VoiceSplit, ...] = ("test_english", "test_languages")
 
 
@@ -178,10 +234,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flite-utterances", type=int, default=600, help="Flite utterances (apt-get install flite)")
     ap.add_argument("--english-utterances", type=int, default=1000, help="eSpeak NG English voices, English words")
     ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument(
+        "--from",
+        dest="base",
+        default=None,
+        metavar="CK",
+        help="fine-tune checkpoint CK's head instead (anchored on its own predictions for eSpeak NG English "
+        "voices) and write a whole checkpoint to --out",
+    )
+    ap.add_argument("--anchor-utterances", type=int, default=600, help="with --from: the anchor's utterances")
+    ap.add_argument("--anchor-weight", type=float, default=2.0, help="with --from: the anchor's loss weight")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate (default 2e-3; with --from 3e-4)")
     args = ap.parse_args(argv)
+    if args.base:
+        return _finetune_main(args)
     if os.path.isfile(os.path.join(args.out, "audio_encoder.pt")):
         raise SystemExit(f"--out {args.out}: already holds an audio_encoder.pt; choose a new folder")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.lr:
+        raise SystemExit("--lr is for --from; pre-training uses its schedule's 2e-3")
     report = run(
         args.out,
         args.utterances,
@@ -194,6 +265,37 @@ def main(argv: list[str] | None = None) -> int:
         english_utterances=args.english_utterances,
     )
     log.info("held-out voices: %s", json.dumps(report))
+    return 0
+
+
+def _finetune_main(args: Any) -> int:
+    """``--from CK``: CK with its head fine-tuned on Flite and eSpeak NG's many voices, anchored on
+    its own predictions for eSpeak NG's English voices; written as a whole checkpoint."""
+    from model.checkpoint import CONFIG_NAME, load_checkpoint, save_checkpoint
+
+    if os.path.isfile(os.path.join(args.out, CONFIG_NAME)):
+        raise SystemExit(f"--out {args.out}: already holds a checkpoint; choose a new folder")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    net = load_checkpoint(args.base).float()
+    enc = net.audio_encoder
+    if not isinstance(enc, MouthAudioEncoder) or enc.extra:
+        raise SystemExit(f"--from {args.base}: needs a model with one 'mouth' audio head")
+    before, after = enc.config.window_before_ms, enc.config.window_after_ms
+    parts = [build_frames("train", range(args.utterances), before, after, args.cache)]
+    if args.flite_utterances:
+        parts.insert(0, build_frames("train", range(args.flite_utterances), before, after, args.cache, engine="flite"))
+    data = FrameSet.concat(parts)
+    anchor = build_frames("train", range(args.anchor_utterances), before, after, args.cache, engine="english")
+    log.info("fine-tuning %s's head on %d frames, anchored on %d", args.base, len(data), len(anchor))
+    tc = AudioTrainConfig(steps=args.steps, batch_size=192, lr=args.lr or 3e-4)
+
+    def show(step: int, new: float, held: float) -> None:
+        if step % 100 == 0 or step == tc.steps:
+            log.info("step %d/%d: new voices %.4f, anchor %.4f", step, tc.steps, new, held)
+
+    anchored_finetune(enc, data, anchor.audio, tc, args.anchor_weight, progress=show)
+    save_checkpoint(net, args.out, dtype=torch.float16)
+    log.info("wrote %s", args.out)
     return 0
 
 
