@@ -626,7 +626,7 @@ def test_the_anchored_head_fine_tune_learns_new_voices_and_keeps_its_answers_on_
     """``anchored_finetune``: the head fits the new voices' truth, while its predictions on the
     anchor's audio stay much closer to what they were than after the same fine-tune unanchored;
     the token embeddings the denoiser reads through are not touched."""
-    from model.train.audio import AudioTrainConfig, anchored_finetune
+    from model.train.audio import AudioTrainConfig, anchored_finetune, predict
     from model.train.voices import FrameSet
 
     cfg = AudioEncoderConfig(kind="mouth", n_mels=16, hidden=16, mouth_only=True)
@@ -639,30 +639,17 @@ def test_the_anchored_head_fine_tune_learns_new_voices_and_keeps_its_answers_on_
     mouth = np.stack([amp / 0.3, freq / 2000, 1 - amp / 0.3, np.zeros(n)], 1).astype(np.float32)
     data = FrameSet(audio, mouth, np.ones(n, bool), np.arange(n, dtype=np.int32))
     anchor = (0.1 * rng.standard_normal((128, 4480))).astype(np.float16)
-    x = torch.from_numpy(anchor.astype(np.float32))[None]
     tc = AudioTrainConfig(steps=60, batch_size=32, lr=3e-3)
+
+    def fit_error(enc: MouthAudioEncoder) -> float:
+        return float(((predict(enc, audio) - mouth) ** 2).mean())
 
     def run(weight: float) -> tuple[float, float, MouthAudioEncoder]:
         torch.manual_seed(0)
         enc = MouthAudioEncoder(cfg, 16).eval()
-        with torch.no_grad():
-            before = enc.features(x)[1]
-            start = float(
-                (
-                    (enc.features(torch.from_numpy(audio.astype(np.float32))[None])[1][0] - torch.from_numpy(mouth))
-                    ** 2
-                ).mean()
-            )
+        before, start = predict(enc, anchor), fit_error(enc)
         anchored_finetune(enc, data, anchor, tc, anchor_weight=weight, anchor_batch=32)
-        with torch.no_grad():
-            moved = float((enc.features(x)[1] - before).abs().mean())
-            err = float(
-                (
-                    (enc.features(torch.from_numpy(audio.astype(np.float32))[None])[1][0] - torch.from_numpy(mouth))
-                    ** 2
-                ).mean()
-            )
-        return moved, err / start, enc
+        return float(np.abs(predict(enc, anchor) - before).mean()), fit_error(enc) / start, enc
 
     free_moved, free_err, _ = run(0.0)
     held_moved, held_err, enc = run(4.0)
@@ -673,3 +660,20 @@ def test_the_anchored_head_fine_tune_learns_new_voices_and_keeps_its_answers_on_
     for name in ("mouth_embed.weight", "mouth_tokens.0.weight"):
         torch.testing.assert_close(enc.state_dict()[name], fresh.state_dict()[name])
     assert all(p.requires_grad for p in enc.parameters())
+
+
+def test_the_head_fine_tune_refuses_what_it_cannot_use(tmp_path) -> None:  # noqa: ANN001
+    """``python -m model.train.audio``: ``--lr`` without ``--from`` and ``--from`` a model without
+    one ``mouth`` head each get one line naming the fix, before any speech is built."""
+    import pytest
+
+    from model.checkpoint import save_checkpoint
+    from model.train.audio import main
+
+    with pytest.raises(SystemExit, match="--lr is for --from"):
+        main(["--out", str(tmp_path / "a"), "--lr", "1e-3"])
+    save_checkpoint(SayAnythingModel(micro_config(chunk_frames=4)), str(tmp_path / "mel"))
+    with pytest.raises(SystemExit, match="needs a model with one 'mouth' audio head"):
+        main(["--from", str(tmp_path / "mel"), "--out", str(tmp_path / "b")])
+    with pytest.raises(SystemExit, match="already holds a checkpoint"):
+        main(["--from", str(tmp_path / "mel"), "--out", str(tmp_path / "mel")])

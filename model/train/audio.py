@@ -136,14 +136,7 @@ def anchored_finetune(
     them. Returns the encoder in eval mode."""
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
-    encoder.eval()
-    with torch.no_grad():
-        targets = np.concatenate(
-            [
-                encoder.features(torch.from_numpy(anchor_audio[k : k + 2048].astype(np.float32))[None])[1][0].numpy()
-                for k in range(0, anchor_audio.shape[0], 2048)
-            ]
-        )
+    targets = predict(encoder.eval(), anchor_audio)
     trained = ("net.", "blocks.", "head.")
     params = []
     for name, p in encoder.named_parameters():
