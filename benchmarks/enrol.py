@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 
 from model import load_model  # noqa: E402
 from model.train.evaluate import engine_output, score  # noqa: E402
-from model.train.realtrain import enrol, print_progress  # noqa: E402
+from model.train.realtrain import PARTS, enrol, print_progress  # noqa: E402
 from model.train.synth import FPS, SAMPLE_RATE_HZ, Clip, make_clip, rerender, write_clip_video  # noqa: E402
 from stream.bench import machine  # noqa: E402
 from stream.config import load  # noqa: E402
@@ -62,7 +62,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--minutes", type=float, default=12.0, help="enrol's budget (prepare + fine-tune + scoring)")
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--parts", default="appearance", choices=("appearance", "all"), help="what enrol trains")
+    ap.add_argument("--parts", default="appearance", choices=PARTS, help="what enrol trains")
+    ap.add_argument("--decoder-share", type=float, default=0.5, help="the share of the training time the decoder gets")
     ap.add_argument("--write", action="store_true", help="append the result to BENCHMARKS.md")
     args = ap.parse_args()
     clip = long_clip(args.seed, args.seconds)
@@ -70,7 +71,8 @@ def main() -> int:
     video = write_clip_video(clip, os.path.join(work, "me.mp4"))
     out = os.path.join(work, "me_model")
     t0 = time.perf_counter()
-    report = enrol(video, out, minutes=args.minutes, progress=print_progress, parts=args.parts)
+    report = enrol(video, out, minutes=args.minutes, progress=print_progress, parts=args.parts,
+                   decoder_share=args.decoder_share)  # fmt: skip
     wall = time.perf_counter() - t0
     start = int(round(report["held_out_from_s"] * FPS))
     held = tail(clip, start)
@@ -93,6 +95,7 @@ def main() -> int:
         "held_out_s": round(held.duration_s, 1),
         "enrol_wall_min": round(wall / 60, 2),
         "parts": args.parts,
+        "decoder_share": args.decoder_share,
         "decoder_steps": report["decoder_steps"],
         "train_steps": report["train_steps"],
         "enrol_report": {"before": report["before"], "after": report["after"]},

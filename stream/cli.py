@@ -798,10 +798,11 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--base", metavar="DIR", help="checkpoint to start from (default: the shipped tiny model)")
     en.add_argument(
         "--parts",
-        choices=["appearance", "all"],
+        choices=["appearance", "all", "anchored"],
         default="appearance",
         help="appearance: VAE decoder + ID-guider only (keeps lip sync); all: the UNet too, on mouth-swapped "
-        "inputs (measured to lose sync when dubbed)",
+        "inputs (measured to lose sync when dubbed); anchored: as all, with the UNet's response to the mouth held "
+        "to the shipped model's (slower steps)",
     )
     en.set_defaults(fn=cmd_enrol)
 

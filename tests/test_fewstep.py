@@ -14,7 +14,7 @@ from model_fakes import make_chunk, micro_config
 from model.checkpoint import load_checkpoint
 from model.conditioning import MouthAudioEncoder
 from model.configs import AudioEncoderConfig
-from model.network import SayAnythingModel
+from model.network import Conditions, SayAnythingModel
 from model.pipeline import SayAnythingPipeline
 from model.train.dataset import ChunkSet
 from model.train.fewstep import STATE, FewStepConfig, encode_latents, remask_latents, rescaled_mask, train_fewstep
@@ -677,3 +677,50 @@ def test_the_head_fine_tune_refuses_what_it_cannot_use(tmp_path) -> None:  # noq
         main(["--from", str(tmp_path / "mel"), "--out", str(tmp_path / "b")])
     with pytest.raises(SystemExit, match="already holds a checkpoint"):
         main(["--from", str(tmp_path / "mel"), "--out", str(tmp_path / "mel")])
+
+
+def test_a_response_anchor_pulls_the_denoisers_answer_to_the_mouth_back(tmp_path) -> None:  # noqa: ANN001
+    """response_weight: the denoiser's response to the mouth (its estimate minus the same with
+    the mouth closed) is held to the frozen starting model's: the term is zero for the starting
+    model itself, positive for a changed one, and a step down its gradient brings it back; the
+    training loop takes it, and refuses a model whose denoiser does not hear the mouth alone."""
+    from model.train.fewstep import _Step, _tensors
+
+    c = _config()
+    config = dataclasses.replace(c, mouth_film=True, audio=dataclasses.replace(c.audio, mouth_only=True))
+    torch.manual_seed(0)
+    start = SayAnythingModel(config).eval()
+    latents = encode_latents(start, _chunkset(4, config))
+    b = _tensors(latents, torch.device("cpu"))
+    sigma, noise = torch.full((4,), 1.0), torch.randn(latents.target.shape)
+    given = torch.rand(4, config.chunk_frames, 4)
+
+    def response(model: SayAnythingModel) -> torch.Tensor:
+        enc = model.audio_encoder
+        cond = Conditions(b["masked"], b["mask"], enc.tokens_from_mouth(given), model.id_guider(b["reference"]), given)
+        xn = b["target"] + sigma.reshape(-1, 1, 1, 1, 1) * noise
+        d = model.denoise(xn, sigma, cond).float()
+        return _Step(model, FewStepConfig(response_weight=1.0), start)._response(d, xn, sigma, b, given, cond)
+
+    with torch.no_grad():
+        assert float(response(copy.deepcopy(start))) < 1e-10
+    changed = copy.deepcopy(start)
+    with torch.no_grad():
+        for p in changed.unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    before = response(changed)
+    before.backward()
+    with torch.no_grad():
+        for p in changed.parameters():
+            if p.grad is not None:
+                p -= 2.0 * p.grad
+        after = response(changed)
+    assert float(before.detach()) > 1e-6 and float(after) < 0.95 * float(before.detach())
+    tc = FewStepConfig(steps=2, batch_size=2, save_every=100, response_weight=2.0, truth_mouth=1.0)
+    assert isinstance(train_fewstep(copy.deepcopy(start), latents, tc, str(tmp_path / "r")), SayAnythingModel)
+    try:
+        train_fewstep(SayAnythingModel(c), latents, tc, str(tmp_path / "n"))
+    except InputError as e:
+        assert "response anchor" in str(e)
+    else:
+        raise AssertionError("a response anchor was accepted for a model that does not hear the mouth alone")

@@ -196,7 +196,7 @@ def test_enrol_refuses_unusable_clips_and_leaves_nothing(videos, tmp_path) -> No
             enrol(videos[name], out, minutes=1.0, min_seconds=5.0)
         assert "record" in str(e.value) and "\n" not in str(e.value)
         assert not os.path.exists(out) and not os.path.exists(out + ".partial")
-    with pytest.raises(InputError, match="parts must be 'appearance' or 'all'"):
+    with pytest.raises(InputError, match="parts must be one of appearance, all, anchored"):
         enrol(videos["no_face"], str(tmp_path / "parts"), parts="unet")
     assert not os.path.exists(tmp_path / "parts") and not os.path.exists(str(tmp_path / "parts") + ".partial")
 

@@ -204,6 +204,10 @@ class FewStepConfig:
     # run of the trained model does what two of the starting model did (guidance folded in, as
     # in a distilled student); mouth_only models
     guidance_target: float = 1.0
+    # > 0: the denoiser's response to the mouth (its estimate minus the same with the mouth
+    # closed) is held to the frozen starting model's, with this weight, while the plain loss
+    # adapts the rest: enrolment on one clip learns the face without unlearning the audio
+    response_weight: float = 0.0
 
 
 def _sigmas(model: SayAnythingModel, n: int, tc: FewStepConfig, gen: torch.Generator) -> torch.Tensor:
@@ -268,6 +272,38 @@ class _Step(nn.Module):
         d, d0 = t.denoise(xn, sigma, cond).float(), t.denoise(xn, sigma, rest).float()
         return d0 + self.tc.guidance_target * (d - d0)
 
+    def _response(
+        self,
+        d: torch.Tensor,
+        xn: torch.Tensor,
+        sigma: torch.Tensor,
+        b: dict[str, torch.Tensor],
+        given: torch.Tensor,
+        cond: Conditions,
+    ) -> torch.Tensor:
+        """Mask-weighted squared difference between the model's response to the mouth (``d``
+        minus its estimate with the opening set to 0) and the frozen starting model's."""
+        model, t = self.model, self._teacher[0]
+        assert t is not None and isinstance(t.audio_encoder, MouthAudioEncoder)
+        enc = model.audio_encoder
+        assert isinstance(enc, MouthAudioEncoder)
+        closed = torch.cat([torch.zeros_like(given[..., :1]), given[..., 1:]], dim=-1)
+        film = cond.mouth is not None
+        c0 = Conditions(cond.masked_latents, cond.mask_latent, enc.tokens_from_mouth(closed), cond.id_features,
+                        closed if film else None)  # fmt: skip
+        d0 = model.denoise(xn, sigma, c0).float()
+        with torch.no_grad():
+            ids = t.id_guider(b["reference"])
+            g = given.detach()
+            tc_ = Conditions(cond.masked_latents, cond.mask_latent, t.audio_encoder.tokens_from_mouth(g), ids,
+                             g if film else None)  # fmt: skip
+            t0 = Conditions(cond.masked_latents, cond.mask_latent, t.audio_encoder.tokens_from_mouth(closed.detach()),
+                            ids, closed.detach() if film else None)  # fmt: skip
+            want = t.denoise(xn, sigma, tc_).float() - t.denoise(xn, sigma, t0).float()
+        region = cond.mask_latent
+        err = region * ((d - d0) - want) ** 2
+        return (err.sum(dim=(1, 2, 3, 4)) / (region.sum(dim=(1, 2, 3, 4)) * d.shape[2] + 1e-6)).mean()
+
     def forward(
         self, b: dict[str, torch.Tensor], sigma: torch.Tensor, noise: torch.Tensor, forced: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -293,13 +329,16 @@ class _Step(nn.Module):
         cond = Conditions(b["masked"], mlat, tokens, model.id_guider(b["reference"]), film)
         xn = x0 + sigma.reshape(-1, 1, 1, 1, 1) * noise
         d = model.denoise(xn, sigma, cond).float()
-        if self._teacher[0] is not None:  # the target: the starting model's guided estimate
+        resp = torch.zeros((), device=x0.device)
+        if tc.response_weight > 0:
+            resp = self._response(d, xn, sigma, b, given, cond)
+        if tc.guidance_target != 1.0:  # the target: the starting model's guided estimate
             x0 = self._guided(xn, sigma, b, given)
         region = 0.05 + mlat
         # per sample, then averaged: the mean over ranks of per-rank means is the global mean
         rec = ((region * (d - x0) ** 2).sum(dim=(1, 2, 3, 4)) / (region.sum(dim=(1, 2, 3, 4)) * x0.shape[2])).mean()
         pix = _pixel_loss(model, d, x0, mlat) if tc.pixel_weight > 0 else torch.zeros((), device=x0.device)
-        loss = rec + tc.aux_weight * aux + tc.pixel_weight * pix
+        loss = rec + tc.aux_weight * aux + tc.pixel_weight * pix + tc.response_weight * resp
         if tc.delta_weight > 0 and x0.shape[1] > 1:
             rm = torch.maximum(mlat[:, 1:], mlat[:, :-1])
             err = ((d[:, 1:] - d[:, :-1]) - (x0[:, 1:] - x0[:, :-1])) ** 2
@@ -386,9 +425,12 @@ def train_fewstep(
     )
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     teacher = None
-    if tc.guidance_target != 1.0:
+    if tc.guidance_target != 1.0 or tc.response_weight > 0:
         if not model.config.hears_mouth_only:
-            raise InputError("a guidance target needs a mouth_only model (recipe_v2 --film-from CK --mouth-only)")
+            raise InputError(
+                "a guidance target or a response anchor needs a mouth_only model "
+                "(recipe_v2 --film-from CK --mouth-only)"
+            )
         teacher = copy.deepcopy(model).eval().requires_grad_(False)  # the starting model, before any resume
     step = 0
     path = os.path.join(out, STATE)

@@ -204,6 +204,10 @@ def held_out_scores(model: SayAnythingModel, data: Shard, steps: int = 1) -> dic
     }
 
 
+PARTS = ("appearance", "all", "anchored")
+RESPONSE_WEIGHT = 2.0  # parts="anchored": FewStepConfig.response_weight
+
+
 def enrol(
     video: str,
     out: str,
@@ -230,9 +234,12 @@ def enrol(
     video instead of the audio, which a dubbed or re-voiced input then contradicts.
     ``parts="all"`` tunes the decoder the same way, then fine-tunes the UNet and ID-guider (the
     audio path stays fixed) on inputs whose lower face comes from another moment of the clip
-    (``swap_mouths``), so that only the audio tells the opening."""
-    if parts not in ("appearance", "all"):
-        raise InputError(f"enrol: parts must be 'appearance' or 'all', not {parts!r}")
+    (``swap_mouths``), so that only the audio tells the opening. ``parts="anchored"`` is
+    ``all`` with the denoiser's response to the mouth (its estimate minus the same with the
+    mouth closed) held to the starting model's (``FewStepConfig.response_weight``), so the
+    plain loss adapts the face while what the mouth parameters do stays the general one."""
+    if parts not in PARTS:
+        raise InputError(f"enrol: parts must be one of {', '.join(PARTS)}, not {parts!r}")
     t0 = time.monotonic()
     if os.path.exists(os.path.join(out, "config.json")):
         raise InputError(f"enrol: {out} already holds a checkpoint: choose another --out or remove it")
@@ -265,8 +272,8 @@ def enrol(
         before = held_out_scores(model, test, steps)
         train = chunks.take(train_idx).chunks()
         lat = encode_latents(model, train)
-        # parts="all": the denoiser trains on inputs whose mouth says nothing of the audio
-        den_lat = encode_latents(model, swap_mouths(train, times[train_idx])) if parts == "all" else lat
+        # parts "all" and "anchored": the denoiser trains on inputs whose mouth says nothing of the audio
+        den_lat = encode_latents(model, swap_mouths(train, times[train_idx])) if parts != "appearance" else lat
         used = (time.monotonic() - t0) / 60
         # leave room for scoring after training (about what scoring before took) and saving
         score_min = 1.5 * used / 2
@@ -294,6 +301,7 @@ def enrol(
             save_every=10**9,
             minutes=budget,
             train_only=("id_guider.",) if parts == "appearance" else (),
+            response_weight=RESPONSE_WEIGHT if parts == "anchored" else 0.0,
         )
 
         def step_progress(step: int, losses: dict[str, float]) -> None:
