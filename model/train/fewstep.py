@@ -332,7 +332,9 @@ class _Step(nn.Module):
         resp = torch.zeros((), device=x0.device)
         if tc.response_weight > 0:
             resp = self._response(d, xn, sigma, b, given, cond)
-        if tc.guidance_target != 1.0:  # the target: the starting model's guided estimate
+        if self._teacher[0] is not None and not (tc.response_weight > 0 and tc.guidance_target == 1.0):
+            # the target: the starting model's guided estimate (a teacher kept for the response
+            # anchor alone leaves the target the truth)
             x0 = self._guided(xn, sigma, b, given)
         region = 0.05 + mlat
         # per sample, then averaged: the mean over ranks of per-rank means is the global mean
