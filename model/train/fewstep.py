@@ -259,17 +259,24 @@ class _Step(nn.Module):
         self._teacher = [teacher]  # in a list: not a submodule (DDP and the optimizer leave it alone)
 
     @torch.no_grad()
-    def _guided(
+    def _teacher_pair(
         self, xn: torch.Tensor, sigma: torch.Tensor, b: dict[str, torch.Tensor], given: torch.Tensor
-    ) -> torch.Tensor:
-        """The frozen starting model's mouth-guided estimate for these inputs and mouth parameters."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen starting model's estimate for these inputs and mouth parameters, and the
+        same with the mouth closed (the opening at 0)."""
         t = self._teacher[0]
         assert t is not None and isinstance(t.audio_encoder, MouthAudioEncoder)
         ids = t.id_guider(b["reference"])
         cond = Conditions(b["masked"], b["mask"], t.audio_encoder.tokens_from_mouth(given), ids, given)
         rest = t.rest_conditions(cond)
         assert rest is not None
-        d, d0 = t.denoise(xn, sigma, cond).float(), t.denoise(xn, sigma, rest).float()
+        return t.denoise(xn, sigma, cond).float(), t.denoise(xn, sigma, rest).float()
+
+    def _guided(
+        self, xn: torch.Tensor, sigma: torch.Tensor, b: dict[str, torch.Tensor], given: torch.Tensor
+    ) -> torch.Tensor:
+        """The frozen starting model's mouth-guided estimate for these inputs and mouth parameters."""
+        d, d0 = self._teacher_pair(xn, sigma, b, given.detach())
         return d0 + self.tc.guidance_target * (d - d0)
 
     def _response(
@@ -283,23 +290,14 @@ class _Step(nn.Module):
     ) -> torch.Tensor:
         """Mask-weighted squared difference between the model's response to the mouth (``d``
         minus its estimate with the opening set to 0) and the frozen starting model's."""
-        model, t = self.model, self._teacher[0]
-        assert t is not None and isinstance(t.audio_encoder, MouthAudioEncoder)
-        enc = model.audio_encoder
+        enc = self.model.audio_encoder
         assert isinstance(enc, MouthAudioEncoder)
         closed = torch.cat([torch.zeros_like(given[..., :1]), given[..., 1:]], dim=-1)
-        film = cond.mouth is not None
         c0 = Conditions(cond.masked_latents, cond.mask_latent, enc.tokens_from_mouth(closed), cond.id_features,
-                        closed if film else None)  # fmt: skip
-        d0 = model.denoise(xn, sigma, c0).float()
-        with torch.no_grad():
-            ids = t.id_guider(b["reference"])
-            g = given.detach()
-            tc_ = Conditions(cond.masked_latents, cond.mask_latent, t.audio_encoder.tokens_from_mouth(g), ids,
-                             g if film else None)  # fmt: skip
-            t0 = Conditions(cond.masked_latents, cond.mask_latent, t.audio_encoder.tokens_from_mouth(closed.detach()),
-                            ids, closed.detach() if film else None)  # fmt: skip
-            want = t.denoise(xn, sigma, tc_).float() - t.denoise(xn, sigma, t0).float()
+                        closed if cond.mouth is not None else None)  # fmt: skip
+        d0 = self.model.denoise(xn, sigma, c0).float()
+        td, td0 = self._teacher_pair(xn, sigma, b, given.detach())
+        want = td - td0
         region = cond.mask_latent
         err = region * ((d - d0) - want) ** 2
         return (err.sum(dim=(1, 2, 3, 4)) / (region.sum(dim=(1, 2, 3, 4)) * d.shape[2] + 1e-6)).mean()
