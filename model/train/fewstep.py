@@ -22,6 +22,7 @@ again with the same ``out`` and it resumes there.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -290,11 +291,9 @@ class _Step(nn.Module):
     ) -> torch.Tensor:
         """Mask-weighted squared difference between the model's response to the mouth (``d``
         minus its estimate with the opening set to 0) and the frozen starting model's."""
-        enc = self.model.audio_encoder
-        assert isinstance(enc, MouthAudioEncoder)
-        closed = torch.cat([torch.zeros_like(given[..., :1]), given[..., 1:]], dim=-1)
-        c0 = Conditions(cond.masked_latents, cond.mask_latent, enc.tokens_from_mouth(closed), cond.id_features,
-                        closed if cond.mouth is not None else None)  # fmt: skip
+        # the mouth closed as inference's mouth guidance closes it (a UNet without FiLM ignores ``mouth``)
+        c0 = self.model.rest_conditions(dataclasses.replace(cond, mouth=given))
+        assert c0 is not None
         d0 = self.model.denoise(xn, sigma, c0).float()
         td, td0 = self._teacher_pair(xn, sigma, b, given.detach())
         want = td - td0
