@@ -228,7 +228,9 @@ def enrol(
 
     ``parts="appearance"`` (the default) trains only what cannot learn when the mouth opens:
     the VAE decoder (``decoder_share`` of the training time, reconstructing the clip's frames)
-    and then the ID-guider (the denoising loss; it sees only the reference frame). The user's
+    and then the ID-guider (the denoising loss; it sees only the reference frame, and trains on
+    inputs whose lower face comes from another moment of the clip, ``swap_mouths``, so that
+    the frozen UNet is not steered towards reading the input's own mouth). The user's
     clip shows the true mouth around the mask (jaw, cheeks, the mask's own shape from the
     tracked mouth), so a denoiser fine-tuned on it learns to read the opening from the input
     video instead of the audio, which a dubbed or re-voiced input then contradicts.
@@ -272,8 +274,9 @@ def enrol(
         before = held_out_scores(model, test, steps)
         train = chunks.take(train_idx).chunks()
         lat = encode_latents(model, train)
-        # parts "all" and "anchored": the denoiser trains on inputs whose mouth says nothing of the audio
-        den_lat = encode_latents(model, swap_mouths(train, times[train_idx])) if parts != "appearance" else lat
+        # the denoiser (or, for "appearance", the ID-guider) trains on inputs whose mouth says nothing
+        # of the audio
+        den_lat = encode_latents(model, swap_mouths(train, times[train_idx]))
         used = (time.monotonic() - t0) / 60
         # leave room for scoring after training (about what scoring before took) and saving
         score_min = 1.5 * used / 2
