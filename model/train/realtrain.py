@@ -273,7 +273,8 @@ def enrol(
             progress("scoring the base model", time.monotonic() - t0, 0.0)
         before = held_out_scores(model, test, steps)
         train = chunks.take(train_idx).chunks()
-        lat = encode_latents(model, train)
+        # the clip's own latents: the decoder stage's targets (nothing else uses them)
+        lat = encode_latents(model, train) if decoder_share > 0 else None
         # the denoiser (or, for "appearance", the ID-guider) trains on inputs whose mouth says nothing
         # of the audio
         den_lat = encode_latents(model, swap_mouths(train, times[train_idx]))
@@ -283,7 +284,7 @@ def enrol(
         budget = max(0.5, minutes - used - score_min)
         start = time.monotonic()
         dec_steps = 0
-        if decoder_share > 0:
+        if lat is not None:
             dec_min = decoder_share * budget
 
             def dec_progress(step: int, losses: dict[str, float]) -> None:
