@@ -112,3 +112,28 @@ def test_shipped_audio_encoder_predicts_openness_in_unseen_languages(engine: ESp
     assert res["utterances"] >= 6
     assert res["model_corr_mean"] > 0.75
     assert res["model_corr_mean"] > res["energy_corr_mean"]
+
+
+def test_a_warped_utterance_moves_its_phone_times_with_its_audio(engine: ESpeak) -> None:
+    """``speak(..., warp=w)`` plays the audio w times faster: the phones start w times earlier,
+    and each phone's loudness is what it was before the warp."""
+    from model.train.synth import SAMPLE_RATE_HZ, speak
+
+    def said(warp: float) -> tuple[np.ndarray, list]:
+        pieces: list[np.ndarray] = []
+        phonemes: list = []
+        engine._memo.clear()
+        speak(engine, "Maybe we should meet at noon tomorrow.", "en-us", 160, 50, 0.0, pieces, phonemes, warp)
+        return np.concatenate(pieces), phonemes
+
+    def loudness(audio: np.ndarray, phonemes: list) -> np.ndarray:
+        starts = [round(p.start_s * SAMPLE_RATE_HZ) for p in phonemes] + [audio.shape[0]]
+        return np.array([np.sqrt(np.mean(audio[a:b] ** 2) + 1e-12) for a, b in zip(starts, starts[1:], strict=False)])
+
+    plain, plain_ph = said(1.0)
+    for w in (1.18, 0.85):
+        audio, ph = said(w)
+        assert abs(audio.shape[0] - plain.shape[0] / w) < 200  # eSpeak NG's noise drifts a few samples
+        assert [p.name for p in ph] == [p.name for p in plain_ph]
+        assert np.allclose([p.start_s * w for p in ph], [p.start_s for p in plain_ph], atol=0.01)
+        assert np.corrcoef(loudness(audio, ph), loudness(plain, plain_ph))[0, 1] > 0.95

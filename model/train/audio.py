@@ -225,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default="runs/cache")
     ap.add_argument("--utterances", type=int, default=2000, help="eSpeak NG utterances")
     ap.add_argument("--flite-utterances", type=int, default=600, help="Flite utterances (apt-get install flite)")
+    ap.add_argument(
+        "--mbrola-utterances",
+        type=int,
+        default=0,
+        help="with --from: MBROLA utterances (English voices; Debian contrib/non-free: mbrola mbrola-us1 ...)",
+    )
     ap.add_argument("--english-utterances", type=int, default=1000, help="eSpeak NG English voices, English words")
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument(
@@ -236,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         "voices) and write a whole checkpoint to --out",
     )
     ap.add_argument("--anchor-utterances", type=int, default=600, help="with --from: the anchor's utterances")
+    ap.add_argument(
+        "--anchor-espeak",
+        action="store_true",
+        help="with --from: eSpeak NG's --utterances join the anchor (the model's own answers as targets) "
+        "instead of training on their truth, so only Flite and MBROLA teach new voices",
+    )
     ap.add_argument("--anchor-weight", type=float, default=2.0, help="with --from: the anchor's loss weight")
     ap.add_argument("--lr", type=float, default=None, help="learning rate (default 2e-3; with --from 3e-4)")
     args = ap.parse_args(argv)
@@ -262,8 +274,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _finetune_main(args: Any) -> int:
-    """``--from CK``: CK with its head fine-tuned on Flite and eSpeak NG's many voices, anchored on
-    its own predictions for eSpeak NG's English voices; written as a whole checkpoint."""
+    """``--from CK``: CK with its head fine-tuned on Flite, MBROLA and eSpeak NG's many voices,
+    anchored on its own predictions for eSpeak NG's English voices (and, with ``--anchor-espeak``,
+    for the many voices too, which then do not train on their truth); written as a whole
+    checkpoint."""
     from model.checkpoint import CONFIG_NAME, load_checkpoint, save_checkpoint
 
     if os.path.isfile(os.path.join(args.out, CONFIG_NAME)):
@@ -274,11 +288,18 @@ def _finetune_main(args: Any) -> int:
     if not isinstance(enc, MouthAudioEncoder) or enc.extra:
         raise SystemExit(f"--from {args.base}: needs a model with one 'mouth' audio head")
     before, after = enc.config.window_before_ms, enc.config.window_after_ms
-    parts = [build_frames("train", range(args.utterances), before, after, args.cache)]
+    espeak = build_frames("train", range(args.utterances), before, after, args.cache)
+    parts = [] if args.anchor_espeak else [espeak]
     if args.flite_utterances:
         parts.insert(0, build_frames("train", range(args.flite_utterances), before, after, args.cache, engine="flite"))
+    if args.mbrola_utterances:
+        parts.append(build_frames("train", range(args.mbrola_utterances), before, after, args.cache, engine="mbrola"))
+    if not parts:
+        raise SystemExit("--anchor-espeak leaves no new voices: give --flite-utterances or --mbrola-utterances")
     data = FrameSet.concat(parts)
-    anchor = build_frames("train", range(args.anchor_utterances), before, after, args.cache, engine="english")
+    anchor = build_frames("train", range(args.anchor_utterances), before, after, args.cache, engine="english").audio
+    if args.anchor_espeak:
+        anchor = np.concatenate([anchor, espeak.audio])
     log.info("fine-tuning %s's head on %d frames, anchored on %d", args.base, len(data), len(anchor))
     tc = AudioTrainConfig(steps=args.steps, batch_size=192, lr=args.lr or 3e-4)
 
@@ -286,7 +307,7 @@ def _finetune_main(args: Any) -> int:
         if step % 100 == 0 or step == tc.steps:
             log.info("step %d/%d: new voices %.4f, anchor %.4f", step, tc.steps, new, held)
 
-    anchored_finetune(enc, data, anchor.audio, tc, args.anchor_weight, progress=show)
+    anchored_finetune(enc, data, anchor, tc, args.anchor_weight, progress=show)
     save_checkpoint(net, args.out, dtype=torch.float16)
     log.info("wrote %s", args.out)
     return 0

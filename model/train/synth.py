@@ -203,13 +203,19 @@ def speak(
     t: float,
     pieces: list[np.ndarray],
     phonemes: list[Phoneme],
+    warp: float = 1.0,
 ) -> float:
     """Synthesise ``text`` at time ``t`` of a stream being built: its 16 kHz audio goes onto
-    ``pieces``, its phonemes (shifted to ``t``) onto ``phonemes``; returns where it ends."""
+    ``pieces``, its phonemes (shifted to ``t``) onto ``phonemes``; returns where it ends.
+    ``warp`` != 1 plays the audio that many times faster, which moves its pitch and formants
+    together (another speaker's vocal tract), and the phone times with it."""
     u = engine.synthesize(text, voice, rate_wpm, pitch)
     audio = _resample(u.audio, u.sample_rate_hz)
+    if warp != 1.0:
+        n = int(audio.shape[0] / warp)
+        audio = np.interp(np.arange(n) * warp, np.arange(audio.shape[0]), audio).astype(np.float32)
     # "(en)" and the like mark a language switch, not a sound
-    phonemes += [Phoneme(p.name, t + p.start_s) for p in u.phonemes if not p.name.startswith("(")]
+    phonemes += [Phoneme(p.name, t + p.start_s / warp) for p in u.phonemes if not p.name.startswith("(")]
     pieces.append(audio)
     return t + audio.shape[0] / SAMPLE_RATE_HZ
 

@@ -23,6 +23,8 @@ import numpy as np
 from model.train.dataset import NpzRecord
 from model.train.flite import TRAIN_VOICES as FLITE_VOICES
 from model.train.flite import Flite
+from model.train.mbrola import TRAIN_VOICES as MBROLA_VOICES
+from model.train.mbrola import Mbrola
 from model.train.speech import ESpeak, Phoneme
 from model.train.synth import FPS, SAMPLE_RATE_HZ, augment_audio, mouth_track, speak, speech_flags
 from stream.audio import AudioRing
@@ -144,9 +146,15 @@ class Speech:
 
 
 def _spoken(
-    rng: np.random.Generator, engine: ESpeak | Flite, voice: str, say: Callable[[], str], augment: bool
+    rng: np.random.Generator,
+    engine: ESpeak | Flite | Mbrola,
+    voice: str,
+    say: Callable[[], str],
+    augment: bool,
+    warp: float = 1.0,
 ) -> Speech:
-    """Silence, 1-3 sentences of ``voice`` separated by pauses, silence."""
+    """Silence, 1-3 sentences of ``voice`` separated by pauses, silence (``warp``: see
+    :func:`model.train.synth.speak`)."""
     rate, pitch = int(rng.integers(110, 230)), int(rng.integers(15, 85))
     t = float(rng.uniform(0.1, 0.6))
     pieces = [np.zeros(round(t * SAMPLE_RATE_HZ), np.float32)]
@@ -155,7 +163,7 @@ def _spoken(
     for _ in range(int(rng.integers(1, 4))):
         tx = say()
         texts.append(tx)
-        t = speak(engine, tx, voice, rate, pitch, t, pieces, phonemes)
+        t = speak(engine, tx, voice, rate, pitch, t, pieces, phonemes, warp)
         gap = float(rng.uniform(0.2, 0.7) if rng.random() < 0.7 else rng.uniform(1.0, 2.0))
         phonemes.append(Phoneme("_", t))
         pieces.append(np.zeros(round(gap * SAMPLE_RATE_HZ), np.float32))
@@ -207,6 +215,22 @@ def make_flite_speech(seed: int, engine: Flite, augment: bool = True) -> Speech:
     return Speech(sp.audio, sp.mouth, sp.speech, f"flite:{voice}", sp.text)
 
 
+MBROLA_WARP = (0.85, 1.18)  # each utterance played this much faster or slower: pitch and formants move
+
+
+def make_mbrola_speech(seed: int, engine: Mbrola, augment: bool = True) -> Speech:
+    """Like :func:`make_flite_speech`, spoken by one of MBROLA's English voices
+    (``model/train/mbrola.py``), each utterance warped in time by a factor drawn from
+    :data:`MBROLA_WARP`, so that four recorded speakers stand for many vocal tracts."""
+    from model.train.synth import random_text
+
+    rng = np.random.default_rng([seed, 16])
+    voice = str(rng.choice(MBROLA_VOICES))
+    warp = float(np.random.default_rng([seed, 17]).uniform(*MBROLA_WARP))
+    sp = _spoken(rng, engine, voice, lambda: random_text(rng), augment, warp)
+    return Speech(sp.audio, sp.mouth, sp.speech, f"mbrola:{voice}", sp.text)
+
+
 def frame_windows(audio: np.ndarray, n_frames: int, before_ms: int, after_ms: int) -> np.ndarray:
     """(n_frames, n) audio windows around each frame's time, exactly as the engine cuts them
     (``stream.chunker.audio_windows`` on a ring holding the whole stream)."""
@@ -234,17 +258,17 @@ def build_frames(
     before_ms: int,
     after_ms: int,
     cache_dir: str | None = None,
-    engine: Literal["espeak", "flite", "english"] = "espeak",
+    engine: Literal["espeak", "flite", "mbrola", "english"] = "espeak",
 ) -> FrameSet:
     """The frames of utterances ``seeds`` of ``split``, spoken by eSpeak NG, or, for the training
-    split only, by Flite (``engine="flite"``) or by eSpeak NG's English voices in English words
-    (``engine="english"``)."""
+    split only, by Flite (``engine="flite"``), by MBROLA's English voices (``engine="mbrola"``) or
+    by eSpeak NG's English voices in English words (``engine="english"``)."""
     if engine != "espeak" and split != "train":
         raise ValueError(f"{engine} speech is for training only, not the {split!r} split")
     path = None
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
-        tag = {"espeak": "", "flite": "_flite", "english": "_english2"}[engine]
+        tag = {"espeak": "", "flite": "_flite", "mbrola": "_mbrola2", "english": "_english2"}[engine]
         name = f"speech_{split}{tag}_{seeds.start}_{seeds.stop}_{before_ms}_{after_ms}_v1.npz"
         path = os.path.join(cache_dir, name)
         if os.path.isfile(path):
@@ -253,6 +277,9 @@ def build_frames(
     if engine == "flite":
         flite = Flite()
         make = lambda s: make_flite_speech(s, flite)  # noqa: E731
+    elif engine == "mbrola":
+        mbrola = Mbrola()
+        make = lambda s: make_mbrola_speech(s, mbrola)  # noqa: E731
     else:
         espeak = ESpeak()
         make = (
