@@ -1,10 +1,13 @@
-"""Checks shared by the tests of the speech engines with exact phone timing (Festival, Flite)."""
+"""Checks shared by the tests of the speech engines with exact phone timing (Festival, Flite, MBROLA)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 
 from model.train.synth import viseme_of
+from model.train.voices import Speech, build_frames
 from translate_bridge.espeak import Utterance
 
 
@@ -25,3 +28,17 @@ def assert_phone_timing_matches_the_audio(u: Utterance, slow: Utterance) -> None
     assert pauses and len(opens) >= 5
     assert max(pauses) < 0.1 * float(np.median(opens))  # silence where the segments say pause
     assert slow.duration_s > 1.2 * u.duration_s  # the rate stretches the phones
+
+
+def assert_training_speech_is_deterministic_and_speaks(
+    a: Speech, b: Speech, engine: Literal["flite", "mbrola"], voices: tuple[str, ...]
+) -> None:
+    """``a`` and ``b``, the same seed of ``engine``'s training speech, are the same utterance by
+    one of ``voices``, with the mouth open while it speaks and shut in its pauses; and
+    ``build_frames`` cuts that engine's training frames as the engine cuts audio windows."""
+    assert a.voice == b.voice and a.voice.removeprefix(f"{engine}:") in voices
+    assert np.array_equal(a.audio, b.audio) and np.array_equal(a.mouth, b.mouth)
+    assert a.speech.any() and (~a.speech).any()
+    assert a.mouth[a.speech, 0].mean() > 3 * a.mouth[~a.speech, 0].mean()
+    frames = build_frames("train", range(2), 200, 80, engine=engine)
+    assert frames.audio.shape == (len(frames.mouth), (200 + 80) * 16)

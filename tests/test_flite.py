@@ -12,7 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
-from speech_checks import assert_phone_timing_matches_the_audio
+from speech_checks import assert_phone_timing_matches_the_audio, assert_training_speech_is_deterministic_and_speaks
 
 from model.train.festival import TO_ESPEAK
 from model.train.flite import HELD_OUT, TRAIN_VOICES, Flite
@@ -58,10 +58,6 @@ def test_the_unseen_engine_speakers_never_train(flite: Flite) -> None:
 
 
 def test_flite_speech_is_deterministic_and_opens_the_mouth_while_it_speaks(flite: Flite) -> None:
-    a, b = make_flite_speech(3, flite), make_flite_speech(3, flite)
-    assert a.voice == b.voice and a.voice.removeprefix("flite:") in TRAIN_VOICES
-    assert np.array_equal(a.audio, b.audio) and np.array_equal(a.mouth, b.mouth)
-    assert a.speech.any() and (~a.speech).any()
-    assert a.mouth[a.speech, 0].mean() > 3 * a.mouth[~a.speech, 0].mean()
-    frames = build_frames("train", range(2), 200, 80, engine="flite")
-    assert frames.audio.shape == (len(frames.mouth), (200 + 80) * 16)
+    assert_training_speech_is_deterministic_and_speaks(
+        make_flite_speech(3, flite), make_flite_speech(3, flite), "flite", TRAIN_VOICES
+    )
