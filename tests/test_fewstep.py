@@ -663,8 +663,9 @@ def test_the_anchored_head_fine_tune_learns_new_voices_and_keeps_its_answers_on_
 
 
 def test_the_head_fine_tune_refuses_what_it_cannot_use(tmp_path) -> None:  # noqa: ANN001
-    """``python -m model.train.audio``: ``--lr`` without ``--from`` and ``--from`` a model without
-    one ``mouth`` head each get one line naming the fix, before any speech is built."""
+    """``python -m model.train.audio``: ``--lr`` or ``--mbrola-utterances`` without ``--from``,
+    ``--anchor-espeak`` with no other new voices, and ``--from`` a model without one ``mouth``
+    head each get one line naming the fix, before any speech is built."""
     import pytest
 
     from model.checkpoint import save_checkpoint
@@ -672,6 +673,20 @@ def test_the_head_fine_tune_refuses_what_it_cannot_use(tmp_path) -> None:  # noq
 
     with pytest.raises(SystemExit, match="--lr is for --from"):
         main(["--out", str(tmp_path / "a"), "--lr", "1e-3"])
+    with pytest.raises(SystemExit, match="are for --from CK"):
+        main(["--out", str(tmp_path / "a"), "--mbrola-utterances", "10"])
+    with pytest.raises(SystemExit, match="leaves no new voices"):
+        main(
+            [
+                "--from",
+                str(tmp_path / "mel"),
+                "--out",
+                str(tmp_path / "c"),
+                "--anchor-espeak",
+                "--flite-utterances",
+                "0",
+            ]
+        )
     save_checkpoint(SayAnythingModel(micro_config(chunk_frames=4)), str(tmp_path / "mel"))
     with pytest.raises(SystemExit, match="needs a model with one 'mouth' audio head"):
         main(["--from", str(tmp_path / "mel"), "--out", str(tmp_path / "b")])

@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.lr:
         raise SystemExit("--lr is for --from; pre-training uses its schedule's 2e-3")
+    if args.mbrola_utterances or args.anchor_espeak:
+        raise SystemExit("--mbrola-utterances and --anchor-espeak are for --from CK (the head's fine-tune)")
     report = run(
         args.out,
         args.utterances,
@@ -282,6 +284,8 @@ def _finetune_main(args: Any) -> int:
 
     if os.path.isfile(os.path.join(args.out, CONFIG_NAME)):
         raise SystemExit(f"--out {args.out}: already holds a checkpoint; choose a new folder")
+    if args.anchor_espeak and not (args.flite_utterances or args.mbrola_utterances):
+        raise SystemExit("--anchor-espeak leaves no new voices: give --flite-utterances or --mbrola-utterances")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     net = load_checkpoint(args.base).float()
     enc = net.audio_encoder
@@ -294,8 +298,6 @@ def _finetune_main(args: Any) -> int:
         parts.insert(0, build_frames("train", range(args.flite_utterances), before, after, args.cache, engine="flite"))
     if args.mbrola_utterances:
         parts.append(build_frames("train", range(args.mbrola_utterances), before, after, args.cache, engine="mbrola"))
-    if not parts:
-        raise SystemExit("--anchor-espeak leaves no new voices: give --flite-utterances or --mbrola-utterances")
     data = FrameSet.concat(parts)
     anchor = build_frames("train", range(args.anchor_utterances), before, after, args.cache, engine="english").audio
     if args.anchor_espeak:
