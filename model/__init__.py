@@ -62,6 +62,10 @@ def load_model(config: Config) -> LipSyncModel:
                     f"({want} ms): set {key}={want}"
                 )
         pipe = SayAnythingPipeline.from_config(net, mc)
+        if mc.detail == "auto":
+            from model.detail import load_detail
+
+            pipe.detail = load_detail(mc.checkpoint)
         pipe.warmup(mc.steps)
         return pipe
     raise ConfigError(

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.detail import DetailNet
 from model.network import Conditions, SayAnythingModel
 from model.sampler import ConsistencySampler, EulerSampler
 from stream.config import ModelConfig
@@ -186,6 +187,7 @@ class SayAnythingPipeline:
         self.resolution_px = self.config.resolution_px
         self.mask_scale = (float(self.config.mask_scale[0]), float(self.config.mask_scale[1]))
         self.crop_zoom = float(self.config.crop_zoom)
+        self.detail: DetailNet | None = None  # an enrolled checkpoint's (model/detail.py); the engine pastes with it
         # a distilled student has its guidance folded in: one call per step, no guidance
         self.guidance = 1.0 if self.config.consistency else guidance
         self.reference_guidance = 1.0 if self.config.consistency else reference_guidance

@@ -508,7 +508,15 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         print(f"recorded {video}")
     elif not video:
         raise SayAnythingError("enrol needs --video ME.mp4, or --camera --mic to record one")
-    r = enrol(video, args.out, args.base or SHIPPED, args.minutes, progress=print_progress, parts=args.parts)
+    r = enrol(
+        video,
+        args.out,
+        args.base or SHIPPED,
+        args.minutes,
+        progress=print_progress,
+        parts=args.parts,
+        detail_share=0.12 if args.detail else 0.0,
+    )
     b, a = r["before"], r["after"]
     print(
         f"wrote {args.out} in {r['minutes']:.1f} min ({r['train_steps']} steps on {r['train_chunks']} chunks); "
@@ -516,6 +524,15 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         f"SSIM {b['ssim']:.3f} -> {a['ssim']:.3f}, mouth-vs-audio correlation {b['corr_audio']:.2f} -> "
         f"{a['corr_audio']:.2f} (real frames {a['corr_audio_real_frames']:.2f})"
     )
+    d = r["detail"]
+    if d and "vae_before_db" in d:
+        print(
+            f"detail net ({d['steps']} steps): held-out mouth PSNR of the VAE's reconstructions at the frame's "
+            f"resolution {d['vae_before_db']:.1f} -> {d['vae_after_db']:.1f} dB; "
+            + ("kept" if d["kept"] else "not kept (no gain)")
+        )
+    elif d:
+        print(f"detail net: not trained ({d['reason']})")
     print(f"use it with: --set model.checkpoint={args.out} (demo, file, run, serve)")
     return 0
 
@@ -803,6 +820,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="appearance: VAE decoder + ID-guider only (keeps lip sync); all: the UNet too, on mouth-swapped "
         "inputs (measured to lose sync when dubbed); anchored: as all, with the UNet's response to the mouth held "
         "to the shipped model's (slower steps)",
+    )
+    en.add_argument(
+        "--detail",
+        action="store_true",
+        help="also train a personal detail net (12 %% of the time): the model's small crop brought to the frame's "
+        "resolution with your own fine detail; measured twice as sharp at the same PSNR, a little more motion in "
+        "silence",
     )
     en.set_defaults(fn=cmd_enrol)
 

@@ -120,6 +120,10 @@ class ModelConfig:
     # cast (measured: mouth PSNR +0.4 dB on every split, openness and leak within +-0.02 either
     # way, so not the default; BENCHMARKS.md)
     match_colour: bool = False
+    # a checkpoint's personal detail net (``enrol --detail`` trains one on the user's clip: the model's
+    # crop brought to the frame's resolution with that person's fine detail, model/detail.py),
+    # applied to the model's pixels as they are pasted; "auto": when the checkpoint has one; "off"
+    detail: Literal["auto", "off"] = "auto"
     # the model's opening calibration (its config's ``mouth_gain``) replaced by this; 0: the model's
     mouth_gain: float = 0.0
     # the denoiser run twice, with the opening asked for and with the mouth closed, and the

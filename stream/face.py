@@ -434,10 +434,28 @@ class FaceCropper:
         roi_inv[:, 2] -= (x0, y0)
         return x0, y0, x1, y1, cv2.invertAffineTransform(roi_inv)
 
-    def paste(self, image: np.ndarray, crop: np.ndarray, mask: np.ndarray, face: FaceState) -> np.ndarray:
+    def paste(
+        self,
+        image: np.ndarray,
+        crop: np.ndarray,
+        mask: np.ndarray,
+        face: FaceState,
+        refine: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> np.ndarray:
         """Blend ``crop`` into a copy of ``image`` where ``mask`` > 0. Pixels whose pasted mask
-        is 0 are returned bit-exact."""
-        return self._blend(image, mask, face, lambda roi_m, size: self._warp(crop, roi_m, size).astype(np.float32))
+        is 0 are returned bit-exact. ``refine`` (e.g. an enrolled ``DetailNet``) takes the crop
+        warped to the frame's pixels over the mask's box, (H, W, 3) float, and returns what to
+        blend instead."""
+
+        def source(roi_m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+            gen = self._warp(crop, roi_m, size).astype(np.float32)
+            return gen if refine is None else np.asarray(refine(gen), np.float32)
+
+        return self._blend(image, mask, face, source)
+
+    def scale(self, face: FaceState) -> float:
+        """Frame pixels per crop pixel for ``face``."""
+        return face.side_px / self.zoom / self.size_px
 
     def paste_relative(
         self,
@@ -463,6 +481,24 @@ class FaceCropper:
 
         return self._blend(image, mask, face, source)
 
+    def warped(
+        self, image: np.ndarray, crop: np.ndarray, mask: np.ndarray, face: FaceState
+    ) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray] | None:
+        """What :meth:`paste` blends, before blending: the frame box ``(x0, y0, x1, y1)`` the mask
+        touches, ``crop`` warped to that box's pixels (float32) and the mask warped the same way
+        (the blend's weight); None when the mask touches no pixel of ``image``."""
+        box = self._roi(image, mask, face)
+        if box is None:
+            return None
+        x0, y0, x1, y1, roi_m = box
+        size = (x1 - x0, y1 - y0)
+        return (x0, y0, x1, y1), self._warp(crop, roi_m, size).astype(np.float32), self._alpha(mask, roi_m, size)
+
+    @staticmethod
+    def _alpha(mask: np.ndarray, roi_m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        return np.asarray(cv2.warpAffine(mask, roi_m, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0))
+
     @staticmethod
     def _warp(src: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
@@ -482,8 +518,7 @@ class FaceCropper:
         x0, y0, x1, y1, roi_m = box
         size = (x1 - x0, y1 - y0)
         gen = source(roi_m, size)
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        alpha = cv2.warpAffine(mask, roi_m, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        alpha = self._alpha(mask, roi_m, size)
         roi = out[y0:y1, x0:x1]
         a = alpha[..., None]
         blended = roi.astype(np.float32) + a * (gen - roi.astype(np.float32))

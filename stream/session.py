@@ -74,6 +74,7 @@ class SessionStats:
     rest_delta_e_raw: float = float("nan")  # the same with the cast left on
     texture: str = ""
     reference_frame: int = 0  # the input frame texture "reference" shows at rest (model.reference_window_s)
+    detail_skipped: int = 0  # pastes without the enrolled detail net: the face was far from its trained size
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "ready_latency_s"}
@@ -132,6 +133,8 @@ class LipSyncSession:
         self._ref_dark = 0.0  # FaceCropper.mouth_darkness of _ref_frame
         self._ref_until_s = 0.0  # _ref_frame may still move to a more closed mouth until then
         self._colour_offset: np.ndarray | None = None  # model.match_colour: RGB added to the model's pixels
+        # an enrolled checkpoint's personal detail net (model.detail), applied as the model's pixels are pasted
+        self._detail = getattr(model, "detail", None) if config.model.detail == "auto" else None
         self._rest_job: cf.Future[JobResult] | None = None
         self._last_good: tuple[int, np.ndarray] | None = None  # (frame index, crop)
         # vad.pause_mouth = "held": the model's drawing at the start of the current pause, and
@@ -279,7 +282,13 @@ class LipSyncSession:
             return self.cropper.paste_relative(image, delta, mask, face, *self._ref_frame)
         if self._colour_offset is not None:
             crop = shift_colour(crop, self._colour_offset)
-        return self.cropper.paste(image, crop, mask, face)
+        refine = None
+        if self._detail is not None:
+            if self._detail.applies(self.cropper.scale(face)):
+                refine = self._detail.refine
+            else:
+                self.stats.detail_skipped += 1  # a face far from the size it was trained at: plain paste
+        return self.cropper.paste(image, crop, mask, face, refine=refine)
 
     @property
     def _rest_is_frame(self) -> bool:

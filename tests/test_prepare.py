@@ -171,13 +171,14 @@ def test_training_on_prepared_data_one_and_two_processes(prepared, tmp_path) -> 
 
 
 def test_enrol_improves_the_held_out_mouth(tmp_path) -> None:  # noqa: ANN001
-    """Enrolment on a short clip of a character the model never saw, with a small budget: the
-    held-out stretch's mouth error falls; the checkpoint loads as model.checkpoint."""
+    """Enrolment on a short clip of a character the model never saw, with a small budget and the
+    detail net (``--detail``): the held-out stretch's mouth error falls; the checkpoint loads as
+    model.checkpoint, with its detail net when that was kept."""
     clip = _clip(7, sentences=4)
     assert clip.duration_s >= 8
     video = write_clip_video(clip, str(tmp_path / "me.mp4"))
     out = str(tmp_path / "me_model")
-    r = enrol(video, out, minutes=1.0, min_seconds=5.0)
+    r = enrol(video, out, minutes=1.0, min_seconds=5.0, detail_share=0.12)
     assert r["after"]["psnr_db"] > r["before"]["psnr_db"]
     assert r["train_steps"] > 0 and r["held_out_chunks"] >= 2
     assert os.path.isfile(os.path.join(out, "model.safetensors")) and not os.path.exists(out + ".partial")
@@ -187,6 +188,12 @@ def test_enrol_improves_the_held_out_mouth(tmp_path) -> None:  # noqa: ANN001
     # torch runtime: converting the new weights for OpenVINO is tested in test_model.py
     model = load_model(load(None, ["model.steps=1", f"model.checkpoint={out}", "model.runtime=torch"]))
     assert "me_model" in model.name
+    # the personal detail net: trained, scored on the held-out stretch, saved only if it helped
+    d = r["detail"]
+    assert d["steps"] > 0 and d["held_out_frames"] > 0
+    assert d["kept"] == (d["vae_after_db"] > d["vae_before_db"])
+    assert os.path.isfile(os.path.join(out, "detail.safetensors")) == d["kept"]
+    assert (getattr(model, "detail", None) is not None) == d["kept"]
 
 
 def test_enrol_refuses_unusable_clips_and_leaves_nothing(videos, tmp_path) -> None:  # noqa: ANN001
