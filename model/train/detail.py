@@ -56,10 +56,24 @@ def collect(
     c = model.config
     tracker = FaceTracker(face)
     cropper = FaceCropper(face, c.resolution_px, c.mask_scale, c.crop_zoom)
+    vae = model.vae.eval()
     every = max(0.0, (span_s[1] - span_s[0]) / max_frames)
     data = DetailData()
-    crops: list[np.ndarray] = []
-    boxes: list[tuple[np.ndarray, np.ndarray, FaceState]] = []
+    # kept frames whose VAE reconstruction is still to make (in batches, so that memory holds
+    # at most one batch of frames, whatever the clip's length and resolution)
+    pending: list[tuple[np.ndarray, np.ndarray, FaceState, np.ndarray]] = []
+
+    @torch.inference_mode()
+    def flush() -> None:
+        x = torch.from_numpy(np.stack([p[0] for p in pending])).float().permute(0, 3, 1, 2)[None] / 127.5 - 1.0
+        rec = vae.decode(vae.encode(x))[0]
+        rec_u8 = ((rec.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy().astype(np.uint8)
+        for r, (_, mask, state, shape_of) in zip(rec_u8, pending, strict=True):
+            w = cropper.warped(shape_of, r, mask, state)
+            assert w is not None  # the same box as the true crop's
+            data.vae.append(np.clip(np.rint(w[1]), 0, 255).astype(np.uint8))
+        pending.clear()
+
     next_t = span_s[0]
     try:
         for t, img in frames:
@@ -78,22 +92,14 @@ def collect(
             data.alpha.append(np.clip(np.rint(alpha * 255), 0, 255).astype(np.uint8))
             data.times.append(float(t))
             data.scales.append(cropper.scale(state))
-            crops.append(crop)
-            boxes.append((img, mask, state))
+            # ``warped`` reads only the frame's shape: a zero-strided stand-in, not the frame
+            pending.append((crop, mask, state, np.broadcast_to(np.uint8(0), img.shape)))
+            if len(pending) == 32:
+                flush()
+        if pending:
+            flush()
     finally:
         tracker.close()
-    # the VAE's reconstruction of each crop, warped the same way
-    vae = model.vae.eval()
-    with torch.inference_mode():
-        for k in range(0, len(crops), 32):
-            x = torch.from_numpy(np.stack(crops[k : k + 32])).float().permute(0, 3, 1, 2)[None] / 127.5 - 1.0
-            rec = vae.decode(vae.encode(x))[0]
-            rec_u8 = ((rec.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy().astype(np.uint8)
-            for j, r in enumerate(rec_u8):
-                img, mask, state = boxes[k + j]
-                w = cropper.warped(img, r, mask, state)
-                assert w is not None
-                data.vae.append(np.clip(np.rint(w[1]), 0, 255).astype(np.uint8))
     return data
 
 
