@@ -29,7 +29,7 @@ sys.path.insert(0, ROOT)
 
 from model import load_model  # noqa: E402
 from model.train.evaluate import engine_output, laplacian, mouth_box, score  # noqa: E402
-from model.train.realtrain import PARTS, enrol, print_progress  # noqa: E402
+from model.train.realtrain import DETAIL_SHARE, PARTS, enrol, print_progress  # noqa: E402
 from model.train.synth import FPS, SAMPLE_RATE_HZ, Clip, make_clip, rerender, write_clip_video  # noqa: E402
 from stream.bench import machine  # noqa: E402
 from stream.config import load  # noqa: E402
@@ -77,7 +77,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--parts", default="appearance", choices=PARTS, help="what enrol trains")
     ap.add_argument("--decoder-share", type=float, default=0.5, help="the share of the training time the decoder gets")
-    ap.add_argument("--detail-share", type=float, default=0.12, help="the detail net's share of the time")
+    ap.add_argument("--detail-share", type=float, default=DETAIL_SHARE, help="the detail net's share of the time")
     ap.add_argument("--write", action="store_true", help="append the result to BENCHMARKS.md")
     args = ap.parse_args()
     clip = long_clip(args.seed, args.seconds)

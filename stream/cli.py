@@ -496,7 +496,7 @@ def _train_data(args: argparse.Namespace) -> int:
 
 
 def cmd_enrol(args: argparse.Namespace) -> int:
-    from model.train.realtrain import SHIPPED, enrol, print_progress
+    from model.train.realtrain import DETAIL_SHARE, SHIPPED, enrol, print_progress
 
     video = args.video
     if args.camera or args.mic:
@@ -515,7 +515,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         args.minutes,
         progress=print_progress,
         parts=args.parts,
-        detail_share=0.12 if args.detail else 0.0,
+        detail_share=DETAIL_SHARE if args.detail else 0.0,
     )
     b, a = r["before"], r["after"]
     print(

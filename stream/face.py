@@ -411,10 +411,11 @@ class FaceCropper:
         return mask
 
     def _roi(
-        self, image: np.ndarray, mask: np.ndarray, face: FaceState
+        self, shape: tuple[int, ...], mask: np.ndarray, face: FaceState
     ) -> tuple[int, int, int, int, np.ndarray] | None:
-        """The frame box the mask touches, and the 2x3 map from that box's pixels to crop pixels."""
-        h, w = image.shape[:2]
+        """The box the mask touches in a frame of ``shape``, and the 2x3 map from that box's
+        pixels to crop pixels."""
+        h, w = shape[:2]
         ys, xs = np.nonzero(mask)
         if xs.size == 0:
             return None
@@ -482,12 +483,13 @@ class FaceCropper:
         return self._blend(image, mask, face, source)
 
     def warped(
-        self, image: np.ndarray, crop: np.ndarray, mask: np.ndarray, face: FaceState
+        self, shape: tuple[int, ...], crop: np.ndarray, mask: np.ndarray, face: FaceState
     ) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray] | None:
-        """What :meth:`paste` blends, before blending: the frame box ``(x0, y0, x1, y1)`` the mask
-        touches, ``crop`` warped to that box's pixels (float32) and the mask warped the same way
-        (the blend's weight); None when the mask touches no pixel of ``image``."""
-        box = self._roi(image, mask, face)
+        """What :meth:`paste` blends into a frame of ``shape``, before blending: the frame box
+        ``(x0, y0, x1, y1)`` the mask touches, ``crop`` warped to that box's pixels (float32) and
+        the mask warped the same way (the blend's weight, for :func:`blend`); None when the mask
+        touches no pixel of the frame."""
+        box = self._roi(shape, mask, face)
         if box is None:
             return None
         x0, y0, x1, y1, roi_m = box
@@ -512,15 +514,18 @@ class FaceCropper:
         source: Callable[[np.ndarray, tuple[int, int]], np.ndarray],
     ) -> np.ndarray:
         out = image.copy()
-        box = self._roi(image, mask, face)
+        box = self._roi(image.shape, mask, face)
         if box is None:
             return out
         x0, y0, x1, y1, roi_m = box
         size = (x1 - x0, y1 - y0)
-        gen = source(roi_m, size)
-        alpha = self._alpha(mask, roi_m, size)
-        roi = out[y0:y1, x0:x1]
-        a = alpha[..., None]
-        blended = roi.astype(np.float32) + a * (gen - roi.astype(np.float32))
-        out[y0:y1, x0:x1] = np.where(a > 0, np.clip(np.rint(blended), 0, 255), roi).astype(np.uint8)
+        out[y0:y1, x0:x1] = blend(out[y0:y1, x0:x1], source(roi_m, size), self._alpha(mask, roi_m, size))
         return out
+
+
+def blend(roi: np.ndarray, gen: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``gen`` (float pixels) blended into the uint8 pixels ``roi`` with weight ``alpha`` (H, W),
+    rounded to uint8; where ``alpha`` is 0, ``roi`` bit-exact."""
+    a = alpha[..., None]
+    mixed = roi.astype(np.float32) + a * (gen - roi.astype(np.float32))
+    return np.where(a > 0, np.clip(np.rint(mixed), 0, 255), roi).astype(np.uint8)

@@ -23,7 +23,7 @@ import torch
 from model.detail import DetailNet
 from model.network import SayAnythingModel
 from stream.config import FaceConfig
-from stream.face import FaceCropper, FaceState, FaceTracker
+from stream.face import FaceCropper, FaceState, FaceTracker, blend
 
 PATCH_PX = 48
 
@@ -61,15 +61,15 @@ def collect(
     data = DetailData()
     # kept frames whose VAE reconstruction is still to make (in batches, so that memory holds
     # at most one batch of frames, whatever the clip's length and resolution)
-    pending: list[tuple[np.ndarray, np.ndarray, FaceState, np.ndarray]] = []
+    pending: list[tuple[np.ndarray, np.ndarray, FaceState, tuple[int, ...]]] = []
 
     @torch.inference_mode()
     def flush() -> None:
         x = torch.from_numpy(np.stack([p[0] for p in pending])).float().permute(0, 3, 1, 2)[None] / 127.5 - 1.0
         rec = vae.decode(vae.encode(x))[0]
         rec_u8 = ((rec.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy().astype(np.uint8)
-        for r, (_, mask, state, shape_of) in zip(rec_u8, pending, strict=True):
-            w = cropper.warped(shape_of, r, mask, state)
+        for r, (_, mask, state, shape) in zip(rec_u8, pending, strict=True):
+            w = cropper.warped(shape, r, mask, state)
             assert w is not None  # the same box as the true crop's
             data.vae.append(np.clip(np.rint(w[1]), 0, 255).astype(np.uint8))
         pending.clear()
@@ -83,7 +83,7 @@ def collect(
             next_t = t + every
             crop = cropper.crop(img, state)
             mask = cropper.mouth_mask(state)
-            w = cropper.warped(img, crop, mask, state)
+            w = cropper.warped(img.shape, crop, mask, state)
             if w is None:
                 continue
             (x0, y0, x1, y1), gen, alpha = w
@@ -92,8 +92,7 @@ def collect(
             data.alpha.append(np.clip(np.rint(alpha * 255), 0, 255).astype(np.uint8))
             data.times.append(float(t))
             data.scales.append(cropper.scale(state))
-            # ``warped`` reads only the frame's shape: a zero-strided stand-in, not the frame
-            pending.append((crop, mask, state, np.broadcast_to(np.uint8(0), img.shape)))
+            pending.append((crop, mask, state, img.shape))
             if len(pending) == 32:
                 flush()
         if pending:
@@ -165,10 +164,9 @@ def psnr_db(data: DetailData, idx: list[int], source: str, net: DetailNet | None
         x = getattr(data, source)[k].astype(np.float32)
         if net is not None:
             x = net.refine(x)
-        a = data.alpha[k].astype(np.float32)[..., None] / 255
+        a = data.alpha[k].astype(np.float32) / 255
         t = data.target[k].astype(np.float32)
-        blended = np.clip(np.rint(t + a * (x - t)), 0, 255)
-        mse = float(((blended - t) ** 2).sum() / max(3 * a.sum(), 1.0))
+        mse = float(((blend(data.target[k], x, a) - t) ** 2).sum() / max(3 * a.sum(), 1.0))
         out.append(10 * math.log10(255**2 / max(mse, 1e-10)))
     return float(np.mean(out)) if out else float("nan")
 

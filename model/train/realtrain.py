@@ -52,6 +52,8 @@ from stream.config import FaceConfig
 from stream.errors import InputError
 
 log = logging.getLogger(__name__)
+# ``enrol --detail``: the detail net's share of the training time (the share measured in BENCHMARKS.md)
+DETAIL_SHARE = 0.12
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "weights", "tiny")
 
 
@@ -248,7 +250,7 @@ def enrol(
     mouth closed) held to the starting model's (``FewStepConfig.response_weight``), so the
     plain loss adapts the face while what the mouth parameters do stays the general one.
 
-    With ``detail_share`` > 0 (``enrol --detail``; 0.12 measured), that share of the training
+    With ``detail_share`` > 0 (``enrol --detail``: ``DETAIL_SHARE``), that share of the training
     time (after the decoder, whatever ``parts``) trains the personal detail net
     (``model/detail.py``, ``model/train/detail.py``): the model's crop brought to the frame's
     resolution with the clip's own fine detail. It is saved only if it raises the held-out
