@@ -1,7 +1,7 @@
 """The audio head alone, on eval's own clips: how well each checkpoint's head reads the opening
 from the audio, before any rendering.
 
-    python benchmarks/audio_head.py --checkpoint model/weights/tiny runs/v3 [--clips 8]
+    python benchmarks/audio_head.py --checkpoint model/weights/tiny runs/v3 [--clips 8] [--dev]
 
 For every split of ``sayanything-live eval`` (the same held-out clips: seeds 10000+, the English
 test voices, unseen languages, the unseen engine Festival, people reading) and the development
@@ -11,6 +11,10 @@ the mean +- std over clips of the correlation between the head's predicted openi
 truth over speech frames (below 1: the head compresses the opening, which the model's
 ``mouth_gain`` makes up). The audio-energy baseline of eval is the reference row. No frame is
 rendered through the model, so it takes about a minute.
+
+``--dev`` reads development clips of every split instead (seeds 50000+, which ``eval`` never uses:
+new sentences and characters, the same held-out voices, languages, engine and readers), so a head
+can be chosen without looking at the test clips.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", nargs="+", required=True)
     ap.add_argument("--clips", type=int, default=8)
+    ap.add_argument("--dev", action="store_true", help="development clips (seeds 50000+) of every split")
     args = ap.parse_args()
     heads = {}
     for ck in args.checkpoint:
@@ -47,7 +52,8 @@ def main() -> int:
             raise SystemExit(f"--checkpoint {ck}: its audio encoder has no mouth head (a v2 model or later)")
         heads[ck] = enc
     espeak = ESpeak()
-    for name, (split, seed) in SPLITS.items():
+    splits = {s: (s, 50_000) for _, (s, _) in SPLITS.items()} if args.dev else SPLITS
+    for name, (split, seed) in splits.items():
         engine = espeak if split in ("train", "test", "test_languages") else None
         clips = [make_clip(seed + i, split, engine, size=64) for i in range(args.clips)]  # type: ignore[arg-type]
         rows: dict[str, list[tuple[float, float]]] = {k: [] for k in [*heads, "audio energy"]}

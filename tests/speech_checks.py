@@ -1,4 +1,4 @@
-"""Checks shared by the tests of the speech engines with exact phone timing (Festival, Flite, MBROLA)."""
+"""Checks shared by the tests of the speech engines with exact phone timing (Festival, Flite, MBROLA, Kokoro)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def assert_phone_timing_matches_the_audio(u: Utterance, slow: Utterance) -> None
 
 
 def assert_training_speech_is_deterministic_and_speaks(
-    a: Speech, b: Speech, engine: Literal["flite", "mbrola"], voices: tuple[str, ...]
+    a: Speech, b: Speech, engine: Literal["flite", "mbrola", "kokoro"], voices: tuple[str, ...]
 ) -> None:
     """``a`` and ``b``, the same seed of ``engine``'s training speech, are the same utterance by
     one of ``voices``, with the mouth open while it speaks and shut in its pauses; and

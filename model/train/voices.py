@@ -23,6 +23,8 @@ import numpy as np
 from model.train.dataset import NpzRecord
 from model.train.flite import TRAIN_VOICES as FLITE_VOICES
 from model.train.flite import Flite
+from model.train.kokoro import VOICES as KOKORO_VOICES
+from model.train.kokoro import Kokoro
 from model.train.mbrola import TRAIN_VOICES as MBROLA_VOICES
 from model.train.mbrola import Mbrola
 from model.train.speech import ESpeak, Phoneme
@@ -147,7 +149,7 @@ class Speech:
 
 def _spoken(
     rng: np.random.Generator,
-    engine: ESpeak | Flite | Mbrola,
+    engine: ESpeak | Flite | Mbrola | Kokoro,
     voice: str,
     say: Callable[[], str],
     augment: bool,
@@ -231,6 +233,24 @@ def make_mbrola_speech(seed: int, engine: Mbrola, augment: bool = True) -> Speec
     return Speech(sp.audio, sp.mouth, sp.speech, f"mbrola:{voice}", sp.text)
 
 
+KOKORO_WARP = (0.9, 1.12)  # as MBROLA_WARP; Kokoro has no pitch control of its own
+
+
+def make_kokoro_speech(seed: int, engine: Kokoro, augment: bool = True) -> Speech:
+    """Like :func:`make_mbrola_speech`, spoken by Kokoro's neural vocoder (``model/train/kokoro.py``)
+    in English words: half the utterances by one of its five speakers, half by a blend of two
+    (a style vector weighted 0.2-0.8), each warped in time by a factor drawn from
+    :data:`KOKORO_WARP`."""
+    from model.train.synth import random_text
+
+    rng = np.random.default_rng([seed, 18])
+    a, b = (str(v) for v in rng.choice(KOKORO_VOICES, 2, replace=False))
+    voice = a if rng.random() < 0.5 else f"{a}*{rng.uniform(0.2, 0.8):.2f}+{b}"
+    warp = float(np.random.default_rng([seed, 19]).uniform(*KOKORO_WARP))
+    sp = _spoken(rng, engine, voice, lambda: random_text(rng), augment, warp)
+    return Speech(sp.audio, sp.mouth, sp.speech, f"kokoro:{voice}", sp.text)
+
+
 def frame_windows(audio: np.ndarray, n_frames: int, before_ms: int, after_ms: int) -> np.ndarray:
     """(n_frames, n) audio windows around each frame's time, exactly as the engine cuts them
     (``stream.chunker.audio_windows`` on a ring holding the whole stream)."""
@@ -258,17 +278,19 @@ def build_frames(
     before_ms: int,
     after_ms: int,
     cache_dir: str | None = None,
-    engine: Literal["espeak", "flite", "mbrola", "english"] = "espeak",
+    engine: Literal["espeak", "flite", "mbrola", "english", "kokoro"] = "espeak",
 ) -> FrameSet:
     """The frames of utterances ``seeds`` of ``split``, spoken by eSpeak NG, or, for the training
-    split only, by Flite (``engine="flite"``), by MBROLA's English voices (``engine="mbrola"``) or
-    by eSpeak NG's English voices in English words (``engine="english"``)."""
+    split only, by Flite (``engine="flite"``), by MBROLA's English voices (``engine="mbrola"``), by
+    Kokoro's neural voices (``engine="kokoro"``) or by eSpeak NG's English voices in English words
+    (``engine="english"``)."""
     if engine != "espeak" and split != "train":
         raise ValueError(f"{engine} speech is for training only, not the {split!r} split")
     path = None
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
-        tag = {"espeak": "", "flite": "_flite", "mbrola": "_mbrola2", "english": "_english2"}[engine]
+        tags = {"espeak": "", "flite": "_flite", "mbrola": "_mbrola2", "english": "_english2", "kokoro": "_kokoro1"}
+        tag = tags[engine]
         name = f"speech_{split}{tag}_{seeds.start}_{seeds.stop}_{before_ms}_{after_ms}_v1.npz"
         path = os.path.join(cache_dir, name)
         if os.path.isfile(path):
@@ -280,6 +302,9 @@ def build_frames(
     elif engine == "mbrola":
         mbrola = Mbrola()
         make = lambda s: make_mbrola_speech(s, mbrola)  # noqa: E731
+    elif engine == "kokoro":
+        kokoro = Kokoro()
+        make = lambda s: make_kokoro_speech(s, kokoro)  # noqa: E731
     else:
         espeak = ESpeak()
         make = (
