@@ -12,6 +12,9 @@ gain multiplies the predicted opening before the denoiser reads it. It is chosen
 ``--split test_languages``: development clips in the held-out languages instead (the same seeds,
 never used by ``eval``, whose test clips are seeds 10000+), for engine choices that must hold
 there too; ``--write`` is refused with it (a calibration is chosen on the training voices).
+``--split test_engines`` and ``--split test_real`` are development clips of Festival and of people
+reading in the same way (seeds 50000+; ``eval``'s test clips are 10000+), to weigh a change of the
+audio head on the voices it is meant for without reading the test clips.
 ``--guidances`` adds the mouth guidance (the denoiser run again with the mouth closed, the output
 taken that many times as far from it) as a second axis: every gain with every guidance.
 ``--write`` stores the best pair in the checkpoint's ``config.json``, where
@@ -50,7 +53,12 @@ def main() -> int:
     ap.add_argument("--gains", default="1,1.3,1.6,2")
     ap.add_argument("--guidances", default="1", help="mouth guidance values, each tried with every gain")
     ap.add_argument("--clips", type=int, default=8)
-    ap.add_argument("--split", choices=("train", "test_languages"), default="train", help="whose voices speak")
+    ap.add_argument(
+        "--split",
+        choices=("train", "test_languages", "test_engines", "test_real"),
+        default="train",
+        help="whose voices speak",
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an engine config override")
     ap.add_argument(
         "--write", action="store_true", help="store the best gain and guidance in the checkpoint's config.json"
@@ -61,7 +69,9 @@ def main() -> int:
     gains = [float(g) for g in args.gains.split(",")]
     guidances = [float(g) for g in args.guidances.split(",")]
     engine = ESpeak()
-    clips = [make_clip(DEV_SEED + i, args.split, engine) for i in range(args.clips)]
+    # Festival and the recorded readers are make_clip's own engines for their splits
+    speaker = engine if args.split in ("train", "test_languages") else None
+    clips = [make_clip(DEV_SEED + i, args.split, speaker) for i in range(args.clips)]
     others = [make_clip(DEV_SEED + 1000 + i, "train", engine) for i in range(args.clips)]
     net = load_checkpoint(args.checkpoint)
     cfg = load(None, [*args.set, "model.steps=1"])
