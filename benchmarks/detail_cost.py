@@ -61,7 +61,8 @@ def main() -> int:
     if not work:
         raise SystemExit(f"--video {args.video}: no face was tracked in it")
     net = DetailNet(scale=float(np.median([cropper.scale(w[3]) for w in work])))
-    box = np.median([np.prod(cropper.warped(w[0].shape, w[1], w[2], w[3])[0][2:]) for w in work])
+    boxes = [cropper.warped(w[0].shape, w[1], w[2], w[3]) for w in work]
+    box = np.median([(b[0][2] - b[0][0]) * (b[0][3] - b[0][1]) for b in boxes if b is not None])
     rows: dict[str, list[float]] = {"plain": [], "detail": []}
     with one_torch_thread():
         threads = torch.get_num_threads()
