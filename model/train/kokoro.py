@@ -59,7 +59,7 @@ PAUSES = set(",.!?;:—…")
 # the waveform runs this much ahead of the predicted durations: the phone times that best match
 # the audio's loudness (cross-correlation over 16 utterances of four voices, 5 ms steps) are these
 # durations' minus 50-60 ms, where MBROLA's exact times read +10 ms the same way
-# (``tests/test_kokoro.py`` checks both against the audio)
+# (a diagnostic on this machine; ``tests/test_kokoro.py`` asserts the same check within 20 ms)
 LEAD_S = 0.06
 SILENT_DB = 40.0  # quieter than the utterance's loudest 5 ms by this much: silence
 # symbols that carry no sound of their own: their time belongs to the phone they mark
