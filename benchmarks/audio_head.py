@@ -52,7 +52,7 @@ def main() -> int:
             raise SystemExit(f"--checkpoint {ck}: its audio encoder has no mouth head (a v2 model or later)")
         heads[ck] = enc
     espeak = ESpeak()
-    splits = {s: (s, 50_000) for _, (s, _) in SPLITS.items()} if args.dev else SPLITS
+    splits = {s: (s, 50_000) for s, _ in SPLITS.values()} if args.dev else SPLITS
     for name, (split, seed) in splits.items():
         engine = espeak if split in ("train", "test", "test_languages") else None
         clips = [make_clip(seed + i, split, engine, size=64) for i in range(args.clips)]  # type: ignore[arg-type]

@@ -7,20 +7,21 @@ SAYANYTHING_REQUIRE_FESTIVAL=1 so these tests run there instead of skipping.
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import numpy as np
 import pytest
-from speech_checks import assert_phone_timing_matches_the_audio
+from speech_checks import assert_phone_timing_matches_the_audio, require_or_skip
 
 from model.train.festival import TO_ESPEAK, Festival
 from model.train.synth import VOICES, make_clip
 
-if shutil.which("festival") is None:
-    if os.environ.get("SAYANYTHING_REQUIRE_FESTIVAL") == "1":
-        raise RuntimeError("festival is required here (SAYANYTHING_REQUIRE_FESTIVAL=1) but not installed")
-    pytest.skip("festival is not installed: apt-get install festival festvox-kallpc16k", allow_module_level=True)
+require_or_skip(
+    shutil.which("festival") is not None,
+    "festival",
+    "SAYANYTHING_REQUIRE_FESTIVAL",
+    "apt-get install festival festvox-kallpc16k",
+)
 
 TEXT = "Maybe we should meet at noon tomorrow."
 

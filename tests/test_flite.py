@@ -7,22 +7,22 @@ so these tests run there instead of skipping.
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import numpy as np
 import pytest
-from speech_checks import assert_phone_timing_matches_the_audio, assert_training_speech_is_deterministic_and_speaks
+from speech_checks import (
+    assert_phone_timing_matches_the_audio,
+    assert_training_speech_is_deterministic_and_speaks,
+    require_or_skip,
+)
 
 from model.train.festival import TO_ESPEAK
 from model.train.flite import HELD_OUT, TRAIN_VOICES, Flite
 from model.train.voices import build_frames, make_flite_speech
 from stream.errors import ModelError
 
-if shutil.which("flite") is None:
-    if os.environ.get("SAYANYTHING_REQUIRE_FLITE") == "1":
-        raise RuntimeError("flite is required here (SAYANYTHING_REQUIRE_FLITE=1) but not installed")
-    pytest.skip("flite is not installed: apt-get install flite", allow_module_level=True)
+require_or_skip(shutil.which("flite") is not None, "flite", "SAYANYTHING_REQUIRE_FLITE", "apt-get install flite")
 
 TEXT = "Maybe we should meet at noon tomorrow."
 

@@ -13,17 +13,23 @@ import shutil
 
 import numpy as np
 import pytest
-from speech_checks import assert_phone_timing_matches_the_audio, assert_training_speech_is_deterministic_and_speaks
+from speech_checks import (
+    assert_phone_timing_matches_the_audio,
+    assert_training_speech_is_deterministic_and_speaks,
+    require_or_skip,
+)
 
 from model.train.mbrola import TO_ESPEAK, TRAIN_VOICES, Mbrola, phones_from_pho
 from model.train.synth import viseme_of
 from model.train.voices import build_frames, make_mbrola_speech
 from stream.errors import ModelError
 
-if shutil.which("mbrola") is None or not os.path.isfile("/usr/share/mbrola/us1/us1"):
-    if os.environ.get("SAYANYTHING_REQUIRE_MBROLA") == "1":
-        raise RuntimeError("mbrola is required here (SAYANYTHING_REQUIRE_MBROLA=1) but not installed")
-    pytest.skip("mbrola is not installed: apt-get install mbrola mbrola-us1 (non-free)", allow_module_level=True)
+require_or_skip(
+    shutil.which("mbrola") is not None and os.path.isfile("/usr/share/mbrola/us1/us1"),
+    "mbrola",
+    "SAYANYTHING_REQUIRE_MBROLA",
+    "apt-get install mbrola mbrola-us1 (non-free)",
+)
 
 TEXT = "Maybe we should meet at noon tomorrow."
 

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 import pytest
+from speech_checks import require_or_skip
 
 from model.train.realspeech import DATA_DIR, INSTALL
 from model.train.synth import FPS, make_clip
@@ -22,10 +23,7 @@ try:
     have = os.path.isdir(os.path.join(DATA_DIR, "librivox"))
 except ImportError:
     have = False
-if not have:
-    if os.environ.get("SAYANYTHING_REQUIRE_REALSPEECH") == "1":
-        raise RuntimeError(f"the real-speech recordings are required here but missing: {INSTALL}")
-    pytest.skip(f"real-speech recordings not installed: {INSTALL}", allow_module_level=True)
+require_or_skip(have, "the real-speech recordings", "SAYANYTHING_REQUIRE_REALSPEECH", INSTALL)
 
 from model.train.realspeech import RecordedSpeech  # noqa: E402
 

