@@ -13,7 +13,7 @@ from torch import nn
 from model.conditioning import IDGuider, MouthAudioEncoder, build_audio_encoder
 from model.configs import SayAnythingConfig
 from model.unet import SayAnythingUNet
-from model.vae import VideoVAE
+from model.vae import ContextHead, VideoVAE
 
 # SVD's micro-conditioning (fps - 1, motion bucket, noise augmentation) kept at fixed values so
 # that SVD's add_embedding weights stay meaningful when a full model starts from SVD.
@@ -56,6 +56,7 @@ class SayAnythingModel(nn.Module):
             config.vae.latent_channels, config.id_guider_channels, SayAnythingUNet.level_widths(config)
         )
         self.audio_encoder = build_audio_encoder(config.audio, config.unet.cross_attention_dim)
+        self.context_head = ContextHead(config.decoder_head) if config.decoder_head > 0 else None
 
     # -- conditioning ----------------------------------------------------------------
     def encode_reference(self, reference: torch.Tensor) -> list[torch.Tensor]:
@@ -167,6 +168,8 @@ class SayAnythingModel(nn.Module):
             ("id_guider", self.id_guider),
             ("audio_encoder", self.audio_encoder),
         ]
+        if self.context_head is not None:
+            parts.append(("context_head", self.context_head))
         return {name: sum(p.numel() for p in mod.parameters()) for name, mod in parts}
 
 

@@ -87,6 +87,10 @@ RUNTIMES = ("auto", "torch", "openvino")
 @dataclass
 class Reference:
     id_features: list[torch.Tensor]
+    # a model with a context head (``ContextHead``) also keeps the reference crop, (1, 3, H, W) in
+    # [-1, 1], and its latent, (1, C, h, w): the head reads the decoder's error on them
+    pixels: torch.Tensor | None = None
+    latent: torch.Tensor | None = None
 
 
 class SayAnythingPipeline:
@@ -272,9 +276,25 @@ class SayAnythingPipeline:
             return out
         y0, y1, x0, x1 = found
         f = frames.shape[-1] // w  # the VAE's down factor
-        dec = self._decode(x[..., y0:y1, x0:x1].to(self.dtype).contiguous()).clamp(-1, 1)
         box = (..., slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
         mb = masks[box]
+        z = x[..., y0:y1, x0:x1].to(self.dtype)
+        head = m.context_head
+        if head is None or reference.latent is None or reference.pixels is None:
+            dec = self._decode(z.contiguous()).clamp(-1, 1)
+        else:  # the reference's latent decoded over the same box, as one more frame of the call
+            n = z.shape[1]
+            ref_z = reference.latent[..., y0:y1, x0:x1].to(self.dtype)[:, None].expand(z.shape[0], 1, -1, -1, -1)
+            both = self._decode(torch.cat([z, ref_z], dim=1).contiguous())
+            b, _, ch, hh, ww = both.shape
+            dec = head(
+                both[:, :n].reshape(b * n, ch, hh, ww),
+                frames[box].reshape(b * n, ch, hh, ww),
+                mb.reshape(b * n, 1, hh, ww),
+                reference.pixels[box].to(self.dtype),
+                both[:1, n],
+            )
+            dec = dec.reshape(b, n, ch, hh, ww).clamp(-1, 1)
         out[box] = frames[box] * (1 - mb) + dec.to(frames.dtype) * mb
         return out
 
@@ -287,7 +307,10 @@ class SayAnythingPipeline:
     def encode_reference(self, crop: np.ndarray) -> Any:
         with self._glue():
             ref = self._to_tensor(crop[None])[:, 0]
-            return Reference(self.model.encode_reference(ref))
+            if self.model.context_head is None:
+                return Reference(self.model.encode_reference(ref))
+            lat = self.model.vae.encode(ref[:, None])[:, 0]
+            return Reference(self.model.id_guider(lat), ref, lat)
 
     @torch.inference_mode()
     def _masked_latents(self, chunk: ModelChunk, frames: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

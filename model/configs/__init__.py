@@ -106,6 +106,11 @@ class SayAnythingConfig:
     # 1 is the whole face; above 1 the crop closes in on the lower face (the mask's centre at
     # 2), so the mouth gets zoom^2 more of the model's pixels at the same cost
     crop_zoom: float = 1.0
+    # channels of the context head after the VAE decoder (``model/vae.py``, ``ContextHead``): a
+    # small convolution net at the crop's resolution that corrects the decoded mask region from
+    # what the engine has there in pixels, not latents: the input crop around the mask, the mask,
+    # and the reference crop with the decoder's own error on it. 0: no head (the decoder's pixels)
+    decoder_head: int = 0
     distill_guidance: float = 0.0  # the audio guidance folded into a student
     distill_base_steps: int = 40  # the teacher schedule a student was distilled on (its sampler picks from it)
     sigma_min: float = 0.002

@@ -1,6 +1,6 @@
 """Tune a trained model's VAE decoder for what the engine asks of it, one command:
 
-    python -m model.train.decoder --init model/weights/tiny --out runs/v23 [--clips 200] [--steps 6000]
+    python -m model.train.decoder --init model/weights/tiny --out runs/v23 [--clips 200] [--steps 6000] [--head 32]
 
 The VAE was trained on whole frames and its decoder is then used in two ways it never saw:
 on the denoiser's one-step estimates (not the encoder's latents), and on the latent box around
@@ -20,6 +20,10 @@ openness correlation and mouth PSNR rose on every split, and so did the leak (th
 speaker's mouth showing through), with or without the true context; with ``--p-predicted 1``
 the leak did not rise in English but the correlation gain was small. None was shipped.
 
+``--head C`` adds a context head of C channels (``model/vae.py``, ``ContextHead``) to a model
+that has none and trains it with the decoder: a correction of the decoded mask region from the
+input crop around the mask and the reference crop's own decoder error (tiny v2.7).
+
 Caches under ``--cache`` (shared with ``recipe_v2``): the chunks, their latents, and the
 model's estimates (keyed by a digest of the denoising weights). The stage itself takes minutes
 and is re-created by running the command again.
@@ -28,6 +32,7 @@ and is re-created by running the command again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import logging
 import os
@@ -38,6 +43,7 @@ import torch
 
 from model.checkpoint import hash_weights, load_checkpoint, save_checkpoint
 from model.configs import SayAnythingConfig
+from model.network import SayAnythingModel
 from model.train.dataset import CACHE_VERSION, ChunkSet, build, latents_path, mask_tag
 from model.train.fewstep import LatentSet, encode_latents, predicted_latents, tune_decoder
 
@@ -47,7 +53,7 @@ log = logging.getLogger("decoder")
 def _weights_digest(model: torch.nn.Module) -> str:
     """A digest of what the model's estimates depend on: every weight but the decoder's, and the config."""
     h = hashlib.sha256()
-    hash_weights(h, model, skip=("vae.model.decoder.",))
+    hash_weights(h, model, skip=("vae.model.decoder.", "context_head."))
     h.update(repr(getattr(model, "config", None)).encode())
     return h.hexdigest()[:12]
 
@@ -80,12 +86,25 @@ def main(argv: list[str] | None = None) -> int:
         help="decode the true latents with their own context (by default the truth only inside the mask, the "
         "model's estimate around it)",
     )
+    ap.add_argument(
+        "--head",
+        type=int,
+        default=0,
+        help="add a context head of this many channels to a model without one, trained with the decoder",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if os.path.exists(os.path.join(args.out, "config.json")):
         raise SystemExit(f"{args.out} already holds a checkpoint: choose another --out or remove it")
     t0 = time.time()
     model = load_checkpoint(args.init).float()
+    if args.head > 0:
+        if model.context_head is not None:
+            raise SystemExit(f"--head: {args.init} already has a context head; leave --head out to tune it")
+        grown = SayAnythingModel(dataclasses.replace(model.config, decoder_head=args.head))
+        missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith("context_head.") for k in missing)
+        model = grown.float()
     chunks = training_chunks(model.config, args.cache, args.clips)
     log.info("%d chunks (%.0f s)", len(chunks), time.time() - t0)
     lat_path = latents_path(args.cache, args.clips, model.config)

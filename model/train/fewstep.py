@@ -593,11 +593,21 @@ def tune_decoder(
     ``true_context=False``: the true latents' steps keep the truth inside the mask only and take
     the model's estimate around it, so the decoder cannot learn to read the mouth from the
     context (the jaw and cheeks around the mask, which when dubbing show the original
-    speaker's mouth)."""
+    speaker's mouth).
+
+    A model with a context head (``ContextHead``) trains it with the decoder, given what the
+    engine gives it: the chunk's input crops (an unrelated mouth, as when dubbing, so it cannot
+    learn to take the opening from the jaw around the mask), the mask, and the reference crop
+    with its latent decoded over the same box."""
     from model.pipeline import latent_box
 
     vae = model.vae.model
     params = [p for n, p in vae.named_parameters() if n.startswith(("decoder.", "post_quant_conv."))]
+    head = model.context_head
+    if head is not None:  # trained with the decoder, on what the engine gives it (``SayAnythingPipeline.sample``)
+        params += list(head.parameters())
+        head.requires_grad_(True)
+        head.train()
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     dev = next(model.parameters()).device
@@ -625,7 +635,20 @@ def tune_decoder(
             target = _px(chunks.frames[i][:, px[0], px[1]])[None].to(dev)
             m = torch.from_numpy(chunks.masks[i][:, px[0], px[1]]).float()[None, :, None].to(dev)
             weight = outside + (1 - outside) * m
-            pred = model.vae.decode(lat[..., y0:y1, x0:x1].contiguous())
+            z = lat[..., y0:y1, x0:x1]
+            if head is None:
+                pred = model.vae.decode(z.contiguous())
+            else:  # the reference's latent decoded over the same box, with the chunk's input around the mask
+                ref_z = torch.from_numpy(latents.reference[i : i + 1, None, :, y0:y1, x0:x1]).float().to(dev)
+                both = model.vae.decode(torch.cat([z, ref_z], dim=1).contiguous())[0]
+                n = z.shape[1]
+                pred = head(
+                    both[:n],
+                    _px(chunks.inputs[i][:, px[0], px[1]]).to(dev),
+                    m[0],
+                    _px(chunks.reference[i][None, px[0], px[1]]).to(dev),
+                    both[n:],
+                )[None]
             loss = (weight * (pred - target).abs()).sum() / (weight.sum() * 3)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -636,4 +659,7 @@ def tune_decoder(
     finally:
         model.vae.requires_grad_(False)
         model.vae.eval()
+        if head is not None:
+            head.requires_grad_(False)
+            head.eval()
     return step

@@ -1,0 +1,142 @@
+"""Where the mouth PSNR is lost: the engine's mouth-region PSNR (``eval``'s definition) for a
+ladder of renderings of the same development clips, each rung adding one source of error.
+
+    python benchmarks/psnr_ladder.py --checkpoint model/weights/tiny --clips 8
+
+Rungs, every one run through the real engine (face tracking, crop, mask, paste) on the clip's
+audio:
+
+- ``crop``: the clip's own video as input, and a model that returns its input crop unchanged:
+  what the crop's resolution and the paste lose (the ceiling of any model at this crop size).
+- ``vae``: the same, the input crop's masked region sent through the checkpoint's VAE (encode,
+  then decode of the mask's latent box, as the engine decodes): the ceiling of this VAE.
+- ``truth``: the model, given the clip's true mouth parameters instead of the audio head's, on
+  its own video (nothing it sees contradicts the truth).
+- ``own``: the model from the audio, on its own video.
+- ``dubbed``: the model from the audio, on a video of another mouth track, as ``eval`` runs it.
+
+Development clips (seeds 50000+) of the training voices or of ``--split``; never ``eval``'s.
+Prints per-rung mean +- spread over the clips; a diagnostic, not a quality claim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from model.checkpoint import load_checkpoint  # noqa: E402
+from model.conditioning import MouthAudioEncoder  # noqa: E402
+from model.pipeline import DECODE_MARGIN, SayAnythingPipeline, latent_box  # noqa: E402
+from model.train.evaluate import engine_output, score  # noqa: E402
+from model.train.speech import ESpeak  # noqa: E402
+from model.train.synth import FPS, cycled, make_clip, rerender  # noqa: E402
+from stream.config import load  # noqa: E402
+from stream.worker import ModelChunk  # noqa: E402
+
+DEV_SEED = 50_000
+RUNGS = ("crop", "vae", "truth", "own", "dubbed")
+
+
+class CropModel:
+    """The engine's model slot filled by the crop itself (``vae``: through the VAE). A
+    measuring device: it makes no lips follow any audio."""
+
+    def __init__(self, pipe: SayAnythingPipeline, vae: bool) -> None:
+        self.pipe, self.vae = pipe, vae
+        self.name = "crop+vae" if vae else "crop"
+        self.resolution_px, self.mask_scale, self.crop_zoom = pipe.resolution_px, pipe.mask_scale, pipe.crop_zoom
+
+    def encode_reference(self, crop: np.ndarray) -> Any:
+        return None
+
+    @torch.inference_mode()
+    def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+        if not self.vae:
+            return chunk.frames.copy()
+        p = self.pipe
+        frames = p._to_tensor(chunk.frames)
+        masks = torch.from_numpy((chunk.masks > 0.02).astype(np.float32))[None, :, None]
+        lat = p._encode(frames)
+        h, w = lat.shape[-2:]
+        mask_lat = torch.nn.functional.adaptive_max_pool2d(masks.flatten(0, 1), (h, w)).amax(dim=(0, 1))
+        found = latent_box(mask_lat, DECODE_MARGIN if p.decode_box else max(h, w))
+        out = frames.clone()
+        if found is not None:
+            y0, y1, x0, x1 = found
+            f = frames.shape[-1] // w
+            dec = p._decode(lat[..., y0:y1, x0:x1].contiguous()).clamp(-1, 1)
+            box = (..., slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
+            mb = masks[box]
+            out[box] = frames[box] * (1 - mb) + dec * mb
+        img = ((out[0].float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        return img.permute(0, 2, 3, 1).numpy()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--split", default="train", choices=("train", "test_languages", "test_engines", "test_real"))
+    ap.add_argument("--clips", type=int, default=8)
+    ap.add_argument("--rungs", default=",".join(RUNGS), help=f"comma-separated, of {', '.join(RUNGS)}")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an engine config override")
+    args = ap.parse_args()
+    rungs = [r for r in args.rungs.split(",") if r]
+    if bad := set(rungs) - set(RUNGS):
+        raise SystemExit(f"--rungs {sorted(bad)}: choose from {', '.join(RUNGS)}")
+    cfg = load(None, ["model.steps=1", *args.set])
+    pipe = SayAnythingPipeline.from_config(load_checkpoint(args.checkpoint), cfg.model)
+    enc = pipe.model.audio_encoder
+    if "truth" in rungs and not (isinstance(enc, MouthAudioEncoder) and enc.config.mouth_only):
+        raise SystemExit(f"--checkpoint {args.checkpoint}: the truth rung needs a mouth_only model (v2.2 or later)")
+    state: dict[str, np.ndarray | None] = {"truth": None, "times": None}
+    generate = pipe.generate
+
+    def remember_times(chunk, ref, steps):  # noqa: ANN001, ANN202
+        state["times"] = np.asarray(chunk.times_s)
+        return generate(chunk, ref, steps)
+
+    if isinstance(enc, MouthAudioEncoder) and enc.config.mouth_only:
+        features = enc.features
+
+        def forced(audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            truth, times = state["truth"], state["times"]
+            if truth is None or times is None:
+                return features(audio)
+            idx = np.clip(np.round(times * FPS).astype(int), 0, len(truth) - 1)
+            m = torch.from_numpy(truth[idx]).to(torch.float32)[None]
+            return enc.tokens_from_mouth(m), m
+
+        enc.features = forced  # type: ignore[method-assign]
+    pipe.generate = remember_times  # type: ignore[method-assign]
+
+    engine = ESpeak()
+    speaker = engine if args.split in ("train", "test_languages") else None
+    models = {"crop": CropModel(pipe, vae=False), "vae": CropModel(pipe, vae=True)}
+    got: dict[str, list[float]] = {r: [] for r in rungs}
+    for i in range(args.clips):
+        clip = make_clip(DEV_SEED + i, args.split, speaker)
+        other = make_clip(DEV_SEED + 1000 + i, "train", engine)
+        shown = cycled(other.mouth, len(clip.frames))
+        for r in rungs:
+            video = rerender(clip, shown) if r == "dubbed" else clip.frames
+            state["truth"] = clip.mouth.astype(np.float32) if r == "truth" else None
+            pipe._last_encoded = None  # the runs share no latents
+            out, _ = engine_output(clip, video, cfg, models.get(r, pipe))
+            got[r].append(score(out, clip, cfg.chunk.chunk_frames, cfg.chunk.overlap_frames).psnr_db)
+        print(f"clip {i}: " + "  ".join(f"{r} {got[r][-1]:.2f}" for r in rungs), flush=True)
+    print(
+        f"{args.split}, {args.clips} development clips, mouth PSNR (dB): "
+        + "  ".join(f"{r} {np.mean(v):.2f} +- {np.std(v):.2f}" for r, v in got.items())
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""The context head after the VAE decoder (``model/vae.py``, ``ContextHead``): an untrained head
+changes nothing, the engine feeds it what training feeds it, its checkpoint loads strictly, and
+the decoder stage trains it with the decoder."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from test_fewstep import _chunkset, _config
+
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.network import SayAnythingModel
+from model.pipeline import SayAnythingPipeline
+from model.train.fewstep import encode_latents, predicted_latents, tune_decoder
+from model.vae import ContextHead
+from stream.worker import ModelChunk
+
+
+def _with_head(model: SayAnythingModel, channels: int = 8) -> SayAnythingModel:
+    grown = SayAnythingModel(dataclasses.replace(model.config, decoder_head=channels))
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("context_head.") for k in missing)
+    return grown.eval()
+
+
+def _chunk(chunks, i: int, L: int) -> ModelChunk:  # noqa: ANN001
+    return ModelChunk(
+        chunks.inputs[i], chunks.masks[i].astype(np.float32), chunks.audio[i].astype(np.float32),
+        np.ones(L, bool), np.arange(L) / 25,
+    )  # fmt: skip
+
+
+def test_an_untrained_head_changes_nothing_and_a_trained_one_only_the_mask() -> None:
+    torch.manual_seed(0)
+    config = _config()
+    plain = SayAnythingModel(config).eval()
+    headed = _with_head(plain)
+    chunks = _chunkset(1, config)
+    L = config.chunk_frames
+    outs = []
+    for model in (plain, headed):
+        pipe = SayAnythingPipeline(model, runtime="torch", reuse_overlap=False)
+        outs.append(pipe.generate(_chunk(chunks, 0, L), pipe.encode_reference(chunks.reference[0]), 1))
+    assert np.array_equal(outs[0], outs[1])  # the head's last convolution starts at zero
+    with torch.no_grad():
+        headed.context_head.conv_out.bias.fill_(0.5)  # type: ignore[union-attr]
+    pipe = SayAnythingPipeline(headed, runtime="torch", reuse_overlap=False)
+    ref = pipe.encode_reference(chunks.reference[0])
+    assert ref.pixels is not None and ref.latent is not None
+    got = pipe.generate(_chunk(chunks, 0, L), ref, 1)
+    inside = chunks.masks[0].astype(bool)
+    assert not np.array_equal(got[inside], outs[0][inside])
+    assert np.array_equal(got[~inside], chunks.inputs[0][~inside])  # outside the mask: the input, exact
+
+
+def test_the_head_reads_the_input_around_the_mask_and_the_reference_error() -> None:
+    torch.manual_seed(0)
+    head = ContextHead(8)
+    torch.nn.init.normal_(head.conv_out.weight, std=0.1)
+    dec, frames = torch.rand(2, 3, 12, 12) * 2 - 1, torch.rand(2, 3, 12, 12) * 2 - 1
+    masks = torch.zeros(2, 1, 12, 12)
+    masks[..., 4:8, 4:8] = 1
+    ref, ref_dec = torch.rand(1, 3, 12, 12), torch.rand(1, 3, 12, 12)
+    base = head(dec, frames, masks, ref, ref_dec)
+    inside = frames.clone()
+    inside[..., 4:8, 4:8] = 0.3  # what the input shows inside the mask is never read
+    assert torch.equal(head(dec, inside, masks, ref, ref_dec), base)
+    assert not torch.equal(head(dec, -frames, masks, ref, ref_dec), base)  # around it, it is
+    assert not torch.equal(head(dec, frames, masks, ref, ref_dec + 0.1), base)  # the reference's error counts
+
+
+def test_a_headed_checkpoint_saves_and_loads_strictly(tmp_path) -> None:  # noqa: ANN001
+    torch.manual_seed(0)
+    model = _with_head(SayAnythingModel(_config()), 8)
+    save_checkpoint(model, str(tmp_path / "ck"))
+    back = load_checkpoint(str(tmp_path / "ck"))
+    assert back.config.decoder_head == 8 and back.context_head is not None
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(back.state_dict()[k], v)
+    assert "context_head" in back.parameter_count()
+
+
+def test_the_decoder_stage_trains_the_head_with_the_decoder() -> None:
+    torch.manual_seed(0)
+    config = _config()
+    model = _with_head(SayAnythingModel(config))
+    chunks = _chunkset(3, config)
+    latents = encode_latents(model, chunks)
+    pred = predicted_latents(model, latents, batch=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    losses: list[float] = []
+    steps = tune_decoder(model, chunks, latents, 0.0, lr=1e-3, predicted=pred, p_predicted=0.5, steps=30,
+                         progress=lambda s, d: losses.append(d["loss"]))  # fmt: skip
+    assert steps == 30 and np.mean(losses[-3:]) < np.mean(losses[:3])
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert any(k.startswith("context_head.") for k in changed)
+    assert all(k.startswith(("vae.model.decoder.", "vae.model.post_quant_conv.", "context_head.")) for k in changed)
+    assert not model.context_head.training and not any(p.requires_grad for p in model.context_head.parameters())  # type: ignore[union-attr]
+
+
+def test_the_decoder_stage_adds_a_head_only_to_a_model_without_one(tmp_path) -> None:  # noqa: ANN001
+    from model.train.decoder import main
+
+    torch.manual_seed(0)
+    save_checkpoint(_with_head(SayAnythingModel(_config()), 8), str(tmp_path / "headed"))
+    with pytest.raises(SystemExit, match="already has a context head"):
+        main(["--init", str(tmp_path / "headed"), "--out", str(tmp_path / "out"), "--head", "8"])
+    assert not (tmp_path / "out").exists()
