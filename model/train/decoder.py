@@ -22,7 +22,8 @@ the leak did not rise in English but the correlation gain was small. None was sh
 
 ``--head C`` adds a context head of C channels (``model/vae.py``, ``ContextHead``) to a model
 that has none and trains it with the decoder: a correction of the decoded mask region from the
-input crop around the mask and the reference crop's own decoder error (tiny v2.7).
+input crop around the mask and the reference crop's own decoder error (measured and not shipped:
+BENCHMARKS.md, "Where the mouth PSNR is lost").
 
 Caches under ``--cache`` (shared with ``recipe_v2``): the chunks, their latents, and the
 model's estimates (keyed by a digest of the denoising weights). The stage itself takes minutes
