@@ -9,14 +9,13 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from test_fewstep import _chunkset, _config
+from test_fewstep import _chunkset, _config, _model_chunk, _tuned_weights
 
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.network import SayAnythingModel
 from model.pipeline import SayAnythingPipeline
-from model.train.fewstep import encode_latents, predicted_latents, tune_decoder
+from model.train.fewstep import encode_latents, predicted_latents
 from model.vae import ContextHead
-from stream.worker import ModelChunk
 
 
 def _with_head(model: SayAnythingModel, channels: int = 8) -> SayAnythingModel:
@@ -26,31 +25,23 @@ def _with_head(model: SayAnythingModel, channels: int = 8) -> SayAnythingModel:
     return grown.eval()
 
 
-def _chunk(chunks, i: int, L: int) -> ModelChunk:  # noqa: ANN001
-    return ModelChunk(
-        chunks.inputs[i], chunks.masks[i].astype(np.float32), chunks.audio[i].astype(np.float32),
-        np.ones(L, bool), np.arange(L) / 25,
-    )  # fmt: skip
-
-
 def test_an_untrained_head_changes_nothing_and_a_trained_one_only_the_mask() -> None:
     torch.manual_seed(0)
     config = _config()
     plain = SayAnythingModel(config).eval()
     headed = _with_head(plain)
     chunks = _chunkset(1, config)
-    L = config.chunk_frames
     outs = []
     for model in (plain, headed):
         pipe = SayAnythingPipeline(model, runtime="torch", reuse_overlap=False)
-        outs.append(pipe.generate(_chunk(chunks, 0, L), pipe.encode_reference(chunks.reference[0]), 1))
+        outs.append(pipe.generate(_model_chunk(chunks, 0), pipe.encode_reference(chunks.reference[0]), 1))
     assert np.array_equal(outs[0], outs[1])  # the head's last convolution starts at zero
     with torch.no_grad():
         headed.context_head.conv_out.bias.fill_(0.5)  # type: ignore[union-attr]
     pipe = SayAnythingPipeline(headed, runtime="torch", reuse_overlap=False)
     ref = pipe.encode_reference(chunks.reference[0])
     assert ref.pixels is not None and ref.latent is not None
-    got = pipe.generate(_chunk(chunks, 0, L), ref, 1)
+    got = pipe.generate(_model_chunk(chunks, 0), ref, 1)
     inside = chunks.masks[0].astype(bool)
     assert not np.array_equal(got[inside], outs[0][inside])
     assert np.array_equal(got[~inside], chunks.inputs[0][~inside])  # outside the mask: the input, exact
@@ -90,12 +81,7 @@ def test_the_decoder_stage_trains_the_head_with_the_decoder() -> None:
     chunks = _chunkset(3, config)
     latents = encode_latents(model, chunks)
     pred = predicted_latents(model, latents, batch=2)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    losses: list[float] = []
-    steps = tune_decoder(model, chunks, latents, 0.0, lr=1e-3, predicted=pred, p_predicted=0.5, steps=30,
-                         progress=lambda s, d: losses.append(d["loss"]))  # fmt: skip
-    assert steps == 30 and np.mean(losses[-3:]) < np.mean(losses[:3])
-    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    changed = _tuned_weights(model, chunks, latents, pred, p_predicted=0.5)
     assert any(k.startswith("context_head.") for k in changed)
     assert all(k.startswith(("vae.model.decoder.", "vae.model.post_quant_conv.", "context_head.")) for k in changed)
     assert not model.context_head.training and not any(p.requires_grad for p in model.context_head.parameters())  # type: ignore[union-attr]

@@ -43,6 +43,25 @@ def _chunkset(n: int, config) -> ChunkSet:  # noqa: ANN001
     )
 
 
+def _model_chunk(chunks: ChunkSet, i: int) -> ModelChunk:
+    """Chunk ``i`` of ``chunks`` as the engine hands it to the model (its input crops, all speech)."""
+    L = chunks.frames.shape[1]
+    return ModelChunk(chunks.inputs[i], chunks.masks[i].astype(np.float32), chunks.audio[i].astype(np.float32),
+                      np.ones(L, bool), np.arange(L) / 25)  # fmt: skip
+
+
+def _tuned_weights(model, chunks: ChunkSet, latents, pred: np.ndarray, p_predicted: float) -> set[str]:  # noqa: ANN001
+    """Run ``tune_decoder`` for 30 steps, assert its loss fell, and return the weights it changed."""
+    from model.train.fewstep import tune_decoder
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    losses: list[float] = []
+    steps = tune_decoder(model, chunks, latents, 0.0, lr=1e-3, predicted=pred, p_predicted=p_predicted, steps=30,
+                         progress=lambda s, d: losses.append(d["loss"]))  # fmt: skip
+    assert steps == 30 and np.mean(losses[-3:]) < np.mean(losses[:3])
+    return {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+
+
 def test_mouth_encoder_gives_tokens_and_mouth_parameters() -> None:
     cfg = AudioEncoderConfig(kind="mouth", n_mels=16, hidden=16, tokens_per_frame=2)
     enc = MouthAudioEncoder(cfg, 24)
@@ -360,7 +379,7 @@ def test_predicted_latents_are_what_the_engine_decodes_and_tune_the_decoder(tmp_
     """``predicted_latents`` is the pipeline's own one-step estimate of a chunk (same noise, same
     mouth gain), up to the float16 of the cache; ``tune_decoder`` given them lowers its loss and
     changes only the decoder."""
-    from model.train.fewstep import predicted_latents, tune_decoder
+    from model.train.fewstep import predicted_latents
 
     c = _config()
     audio = dataclasses.replace(c.audio, mouth_only=True)
@@ -380,18 +399,10 @@ def test_predicted_latents_are_what_the_engine_decodes_and_tune_the_decoder(tmp_
 
     pipe._decode = capture  # type: ignore[method-assign]
     for i in range(len(chunks)):
-        L = config.chunk_frames
-        ch = ModelChunk(chunks.inputs[i], chunks.masks[i].astype(np.float32), chunks.audio[i].astype(np.float32),
-                        np.ones(L, bool), np.arange(L) / 25)  # fmt: skip
-        pipe.generate(ch, pipe.encode_reference(chunks.reference[i]), 1)
+        pipe.generate(_model_chunk(chunks, i), pipe.encode_reference(chunks.reference[i]), 1)
         torch.testing.assert_close(torch.from_numpy(pred[i]).float(), seen[-1][0], atol=0.05, rtol=0.02)
     assert not np.allclose(pred[0], pred[1], atol=0.05)  # a function of each chunk's conditions
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    losses: list[float] = []
-    steps = tune_decoder(model, chunks, latents, 0.0, lr=1e-3, predicted=pred, p_predicted=1.0, steps=30,
-                         progress=lambda s, d: losses.append(d["loss"]))  # fmt: skip
-    assert steps == 30 and np.mean(losses[-3:]) < np.mean(losses[:3])
-    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    changed = _tuned_weights(model, chunks, latents, pred, p_predicted=1.0)
     assert changed and all(k.startswith(("vae.model.decoder.", "vae.model.post_quant_conv.")) for k in changed)
 
 
