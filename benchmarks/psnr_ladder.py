@@ -9,7 +9,8 @@ audio:
 - ``crop``: the clip's own video as input, and a model that returns its input crop unchanged:
   what the crop's resolution and the paste lose (the ceiling of any model at this crop size).
 - ``vae``: the same, the input crop's masked region sent through the checkpoint's VAE (encode,
-  then decode of the mask's latent box, as the engine decodes): the ceiling of this VAE.
+  then decode of the mask's latent box, as the engine decodes, with its context head if it has
+  one): the ceiling of this VAE.
 - ``truth``: the model, given the clip's true mouth parameters instead of the audio head's, on
   its own video (nothing it sees contradicts the truth).
 - ``own``: the model from the audio, on its own video.
@@ -28,12 +29,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.conditioning import MouthAudioEncoder  # noqa: E402
-from model.pipeline import DECODE_MARGIN, SayAnythingPipeline, latent_box  # noqa: E402
+from model.pipeline import SayAnythingPipeline  # noqa: E402
 from model.train.evaluate import engine_output, score  # noqa: E402
 from model.train.speech import ESpeak  # noqa: E402
 from model.train.synth import FPS, cycled, make_clip, rerender  # noqa: E402
@@ -54,7 +56,7 @@ class CropModel:
         self.resolution_px, self.mask_scale, self.crop_zoom = pipe.resolution_px, pipe.mask_scale, pipe.crop_zoom
 
     def encode_reference(self, crop: np.ndarray) -> Any:
-        return None
+        return self.pipe.encode_reference(crop)
 
     @torch.inference_mode()
     def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
@@ -64,17 +66,8 @@ class CropModel:
         frames = p._to_tensor(chunk.frames)
         masks = torch.from_numpy((chunk.masks > 0.02).astype(np.float32))[None, :, None]
         lat = p._encode(frames)
-        h, w = lat.shape[-2:]
-        mask_lat = torch.nn.functional.adaptive_max_pool2d(masks.flatten(0, 1), (h, w)).amax(dim=(0, 1))
-        found = latent_box(mask_lat, DECODE_MARGIN if p.decode_box else max(h, w))
-        out = frames.clone()
-        if found is not None:
-            y0, y1, x0, x1 = found
-            f = frames.shape[-1] // w
-            dec = p._decode(lat[..., y0:y1, x0:x1].contiguous()).clamp(-1, 1)
-            box = (..., slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
-            mb = masks[box]
-            out[box] = frames[box] * (1 - mb) + dec * mb
+        mask_lat = F.adaptive_max_pool2d(masks.flatten(0, 1), lat.shape[-2:]).reshape(*masks.shape[:3], *lat.shape[-2:])
+        out = p.decode_into(frames, masks, lat, mask_lat, reference)
         img = ((out[0].float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
         return img.permute(0, 2, 3, 1).numpy()
 

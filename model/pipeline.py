@@ -268,8 +268,23 @@ class SayAnythingPipeline:
                 )
                 d = d0 + self.mouth_guidance * (d - d0)
             x = self.sampler.step(d.float(), i, x, gen)
+        return self.decode_into(frames, masks, x, cond.mask_latent, reference)
+
+    def decode_into(
+        self,
+        frames: torch.Tensor,
+        masks: torch.Tensor,
+        x: torch.Tensor,
+        mask_latent: torch.Tensor,
+        reference: Reference,
+    ) -> torch.Tensor:
+        """Clean latents ``x`` (B, F, C, h, w) decoded over the latent box of ``mask_latent``
+        (B, F, 1, h, w; plus ``DECODE_MARGIN``, or the whole latent when ``decode_box`` is off),
+        through the context head when the model has one, and composited into ``frames`` where
+        ``masks`` is 1."""
+        m = self.model
         out = frames.clone()
-        lat = cond.mask_latent.amax(dim=(0, 1, 2))  # (h, w): any frame's mask
+        lat = mask_latent.amax(dim=(0, 1, 2))  # (h, w): any frame's mask
         h, w = lat.shape
         found = latent_box(lat, DECODE_MARGIN if self.decode_box else max(h, w))
         if found is None:
