@@ -87,6 +87,23 @@ def test_the_decoder_stage_trains_the_head_with_the_decoder() -> None:
     assert not model.context_head.training and not any(p.requires_grad for p in model.context_head.parameters())  # type: ignore[union-attr]
 
 
+def test_the_head_alone_trains_over_the_frozen_decoder() -> None:
+    from model.train.fewstep import tune_decoder
+
+    torch.manual_seed(0)
+    config = _config()
+    model = SayAnythingModel(config)
+    chunks = _chunkset(3, config)
+    latents = encode_latents(model, chunks)
+    pred = predicted_latents(model, latents, batch=2)
+    with pytest.raises(ValueError, match="no context head"):
+        tune_decoder(model, chunks, latents, 0.0, predicted=pred, steps=1, head_only=True)
+    model = _with_head(model)
+    changed = _tuned_weights(model, chunks, latents, pred, p_predicted=1.0, head_only=True)
+    assert changed and all(k.startswith("context_head.") for k in changed)
+    assert not any(p.requires_grad for p in [*model.vae.parameters(), *model.context_head.parameters()])  # type: ignore[union-attr]
+
+
 def test_the_decoder_stage_adds_a_head_only_to_a_model_without_one(tmp_path) -> None:  # noqa: ANN001
     from model.train.decoder import main
 
@@ -94,4 +111,8 @@ def test_the_decoder_stage_adds_a_head_only_to_a_model_without_one(tmp_path) -> 
     save_checkpoint(_with_head(SayAnythingModel(_config()), 8), str(tmp_path / "headed"))
     with pytest.raises(SystemExit, match="already has a context head"):
         main(["--init", str(tmp_path / "headed"), "--out", str(tmp_path / "out"), "--head", "8"])
+    assert not (tmp_path / "out").exists()
+    save_checkpoint(SayAnythingModel(_config()), str(tmp_path / "plain"))
+    with pytest.raises(SystemExit, match="no context head; add one with --head"):
+        main(["--init", str(tmp_path / "plain"), "--out", str(tmp_path / "out"), "--head-only"])
     assert not (tmp_path / "out").exists()

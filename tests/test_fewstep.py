@@ -50,14 +50,14 @@ def _model_chunk(chunks: ChunkSet, i: int) -> ModelChunk:
                       np.ones(L, bool), np.arange(L) / 25)  # fmt: skip
 
 
-def _tuned_weights(model, chunks: ChunkSet, latents, pred: np.ndarray, p_predicted: float) -> set[str]:  # noqa: ANN001
-    """Run ``tune_decoder`` for 30 steps, assert its loss fell, and return the weights it changed."""
+def _tuned_weights(model, chunks: ChunkSet, latents, pred: np.ndarray, p_predicted: float, **kw) -> set[str]:  # noqa: ANN001, ANN003
+    """Run ``tune_decoder`` for 30 steps (``kw`` passed on), assert its loss fell, and return the weights it changed."""
     from model.train.fewstep import tune_decoder
 
     before = {k: v.clone() for k, v in model.state_dict().items()}
     losses: list[float] = []
     steps = tune_decoder(model, chunks, latents, 0.0, lr=1e-3, predicted=pred, p_predicted=p_predicted, steps=30,
-                         progress=lambda s, d: losses.append(d["loss"]))  # fmt: skip
+                         progress=lambda s, d: losses.append(d["loss"]), **kw)  # fmt: skip
     assert steps == 30 and np.mean(losses[-3:]) < np.mean(losses[:3])
     return {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
 

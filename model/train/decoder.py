@@ -23,7 +23,8 @@ the leak did not rise in English but the correlation gain was small. None was sh
 ``--head C`` adds a context head of C channels (``model/vae.py``, ``ContextHead``) to a model
 that has none and trains it with the decoder: a correction of the decoded mask region from the
 input crop around the mask and the reference crop's own decoder error (measured and not shipped:
-BENCHMARKS.md, "Where the mouth PSNR is lost").
+BENCHMARKS.md, "Where the mouth PSNR is lost"). ``--head-only`` trains the head alone over the
+frozen decoder (with ``--head C``, or on a model that has a head).
 
 Caches under ``--cache`` (shared with ``recipe_v2``): the chunks, their latents, and the
 model's estimates (keyed by a digest of the denoising weights). The stage itself takes minutes
@@ -93,12 +94,19 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="add a context head of this many channels to a model without one, trained with the decoder",
     )
+    ap.add_argument(
+        "--head-only",
+        action="store_true",
+        help="train the context head alone, over the frozen decoder (with --head, or on a model that has one)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if os.path.exists(os.path.join(args.out, "config.json")):
         raise SystemExit(f"{args.out} already holds a checkpoint: choose another --out or remove it")
     t0 = time.time()
     model = load_checkpoint(args.init).float()
+    if args.head_only and args.head <= 0 and model.context_head is None:
+        raise SystemExit(f"--head-only: {args.init} has no context head; add one with --head C")
     if args.head > 0:
         if model.context_head is not None:
             raise SystemExit(f"--head: {args.init} already has a context head; leave --head out to tune it")
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     tune_decoder(
         model, chunks, latents, 0.0, lr=args.lr, seed=args.seed, progress=progress,
         predicted=predicted, p_predicted=args.p_predicted, steps=args.steps, true_context=args.true_context,
+        head_only=args.head_only,
     )  # fmt: skip
     save_checkpoint(model, args.out, dtype=torch.float16)
     log.info("decoder tuned: %s (%.0f s)", args.out, time.time() - t0)

@@ -578,6 +578,7 @@ def tune_decoder(
     p_predicted: float = 0.5,
     steps: int = 0,
     true_context: bool = True,
+    head_only: bool = False,
 ) -> int:
     """Fine-tune the VAE decoder (in place) to reconstruct ``chunks``' true frames from their
     frozen-encoder latents (``latents.target``), for ``minutes`` of wall-clock time (or
@@ -598,12 +599,16 @@ def tune_decoder(
     A model with a context head (``ContextHead``) trains it with the decoder, given what the
     engine gives it: the chunk's input crops (an unrelated mouth, as when dubbing, so it cannot
     learn to take the opening from the jaw around the mask), the mask, and the reference crop
-    with its latent decoded over the same box."""
+    with its latent decoded over the same box. ``head_only``: the head alone is trained, over
+    the frozen decoder (decoded without gradients, so a step costs about a third)."""
     from model.pipeline import latent_box
 
     vae = model.vae.model
-    params = [p for n, p in vae.named_parameters() if n.startswith(("decoder.", "post_quant_conv."))]
     head = model.context_head
+    if head_only and head is None:
+        raise ValueError("tune_decoder(head_only=True): the model has no context head to train; give it one first")
+    tuned = () if head_only else ("decoder.", "post_quant_conv.")
+    params = [p for n, p in vae.named_parameters() if tuned and n.startswith(tuned)]
     if head is not None:  # trained with the decoder, on what the engine gives it (``SayAnythingPipeline.sample``)
         params += list(head.parameters())
         head.requires_grad_(True)
@@ -614,7 +619,8 @@ def tune_decoder(
     model.vae.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    vae.decoder.train()
+    if not head_only:
+        vae.decoder.train()
     t0, step = time.monotonic(), 0
     try:
         while (steps > 0 and step < steps) or (steps <= 0 and (time.monotonic() - t0) / 60 < minutes):
@@ -640,7 +646,8 @@ def tune_decoder(
                 pred = model.vae.decode(z.contiguous())
             else:  # the reference's latent decoded over the same box, with the chunk's input around the mask
                 ref_z = torch.from_numpy(latents.reference[i : i + 1, None, :, y0:y1, x0:x1]).float().to(dev)
-                both = model.vae.decode(torch.cat([z, ref_z], dim=1).contiguous())[0]
+                with torch.set_grad_enabled(not head_only):
+                    both = model.vae.decode(torch.cat([z, ref_z], dim=1).contiguous())[0]
                 n = z.shape[1]
                 pred = head(
                     both[:n],
