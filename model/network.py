@@ -56,7 +56,9 @@ class SayAnythingModel(nn.Module):
             config.vae.latent_channels, config.id_guider_channels, SayAnythingUNet.level_widths(config)
         )
         self.audio_encoder = build_audio_encoder(config.audio, config.unet.cross_attention_dim)
-        self.context_head = ContextHead(config.decoder_head) if config.decoder_head > 0 else None
+        self.context_head = (
+            ContextHead(config.decoder_head, config.decoder_head_gap) if config.decoder_head > 0 else None
+        )
 
     # -- conditioning ----------------------------------------------------------------
     def encode_reference(self, reference: torch.Tensor) -> list[torch.Tensor]:

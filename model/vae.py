@@ -64,12 +64,14 @@ class ContextHead(nn.Module):
     dubbing the input's jaw shows another mouth, so training feeds an unrelated mouth there), and
     the reference crop with its own decoder error (reference pixels minus the decoder's drawing
     of the reference's latent: what this face loses in the decoder, as a pattern to undo). Three
-    3x3 convolutions; the last starts at zero, so an untrained head changes nothing."""
+    3x3 convolutions; the last starts at zero, so an untrained head changes nothing. ``gap``:
+    pixels of the input blanked beyond the mask as well."""
 
     IN_CHANNELS = 3 + 3 + 1 + 3 + 3
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, gap: int = 0) -> None:
         super().__init__()
+        self.gap = gap
         self.conv_in = nn.Conv2d(self.IN_CHANNELS, channels, 3, padding=1)
         self.conv_mid = nn.Conv2d(channels, channels, 3, padding=1)
         self.conv_out = nn.Conv2d(channels, 3, 3, padding=1)
@@ -89,5 +91,9 @@ class ContextHead(nn.Module):
         same box -> the corrected decoded pixels (N, 3, H, W)."""
         n = decoded.shape[0]
         ref, ref_decoded = ref.expand(n, -1, -1, -1), ref_decoded.expand(n, -1, -1, -1)
-        x = torch.cat([decoded, frames * (1.0 - masks), masks, ref, ref - ref_decoded], dim=1)
+        blank = masks
+        if self.gap > 0:
+            g = min(self.gap, max(masks.shape[-2:]))
+            blank = F.max_pool2d(masks, 2 * g + 1, stride=1, padding=g)
+        x = torch.cat([decoded, frames * (1.0 - blank), masks, ref, ref - ref_decoded], dim=1)
         return decoded + self.conv_out(F.silu(self.conv_mid(F.silu(self.conv_in(x)))))

@@ -61,6 +61,16 @@ def test_the_head_reads_the_input_around_the_mask_and_the_reference_error() -> N
     assert torch.equal(head(dec, inside, masks, ref, ref_dec), base)
     assert not torch.equal(head(dec, -frames, masks, ref, ref_dec), base)  # around it, it is
     assert not torch.equal(head(dec, frames, masks, ref, ref_dec + 0.1), base)  # the reference's error counts
+    # with a gap, the input within that many pixels of the mask is not read either, and beyond it is
+    gapped = ContextHead(8, gap=2)
+    gapped.load_state_dict(head.state_dict())
+    near = frames.clone()
+    near[..., 2:10, 2:10] = 0.3
+    assert torch.equal(gapped(dec, near, masks, ref, ref_dec), gapped(dec, frames, masks, ref, ref_dec))
+    assert not torch.equal(gapped(dec, -frames, masks, ref, ref_dec), gapped(dec, frames, masks, ref, ref_dec))
+    blind = ContextHead(8, gap=100)  # a gap the crop's size or more: no input at all
+    blind.load_state_dict(head.state_dict())
+    assert torch.equal(blind(dec, -frames, masks, ref, ref_dec), blind(dec, frames, masks, ref, ref_dec))
 
 
 def test_a_headed_checkpoint_saves_and_loads_strictly(tmp_path) -> None:  # noqa: ANN001

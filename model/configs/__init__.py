@@ -111,6 +111,10 @@ class SayAnythingConfig:
     # what the engine has there in pixels, not latents: the input crop around the mask, the mask,
     # and the reference crop with the decoder's own error on it. 0: no head (the decoder's pixels)
     decoder_head: int = 0
+    # pixels of the input crop blanked around the mask before the context head reads it (beyond
+    # the mask itself): when dubbing, the input just outside the mask is the original speaker's
+    # jaw and lips. 0: only the mask is blanked; the crop's size or more: the head reads no input
+    decoder_head_gap: int = 0
     distill_guidance: float = 0.0  # the audio guidance folded into a student
     distill_base_steps: int = 40  # the teacher schedule a student was distilled on (its sampler picks from it)
     sigma_min: float = 0.002

@@ -53,10 +53,14 @@ log = logging.getLogger("decoder")
 
 
 def _weights_digest(model: torch.nn.Module) -> str:
-    """A digest of what the model's estimates depend on: every weight but the decoder's, and the config."""
+    """A digest of what the model's estimates depend on: every weight but the decoder's and the
+    context head's, and the config but the head's fields."""
     h = hashlib.sha256()
     hash_weights(h, model, skip=("vae.model.decoder.", "context_head."))
-    h.update(repr(getattr(model, "config", None)).encode())
+    config = getattr(model, "config", None)
+    if isinstance(config, SayAnythingConfig):
+        config = dataclasses.replace(config, decoder_head=0, decoder_head_gap=0)
+    h.update(repr(config).encode())
     return h.hexdigest()[:12]
 
 
@@ -99,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="train the context head alone, over the frozen decoder (with --head, or on a model that has one)",
     )
+    ap.add_argument(
+        "--head-gap",
+        type=int,
+        default=0,
+        help="with --head: pixels of the input blanked around the mask before the head reads it "
+        "(model.decoder_head_gap)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if os.path.exists(os.path.join(args.out, "config.json")):
@@ -110,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.head > 0:
         if model.context_head is not None:
             raise SystemExit(f"--head: {args.init} already has a context head; leave --head out to tune it")
-        grown = SayAnythingModel(dataclasses.replace(model.config, decoder_head=args.head))
+        grown = SayAnythingModel(
+            dataclasses.replace(model.config, decoder_head=args.head, decoder_head_gap=args.head_gap)
+        )
         missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
         assert not unexpected and all(k.startswith("context_head.") for k in missing)
         model = grown.float()
