@@ -24,7 +24,9 @@ the leak did not rise in English but the correlation gain was small. None was sh
 that has none and trains it with the decoder: a correction of the decoded mask region from the
 input crop around the mask and the reference crop's own decoder error (measured and not shipped:
 BENCHMARKS.md, "Where the mouth PSNR is lost"). ``--head-only`` trains the head alone over the
-frozen decoder (with ``--head C``, or on a model that has a head).
+frozen decoder (with ``--head C``, or on a model that has a head); ``--head-gap G`` blanks the
+input G pixels beyond the mask. Measured: the head alone leaks as well, with or without the input
+(BENCHMARKS.md, "The context head alone").
 
 Caches under ``--cache`` (shared with ``recipe_v2``): the chunks, their latents, and the
 model's estimates (keyed by a digest of the denoising weights). The stage itself takes minutes
