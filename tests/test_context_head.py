@@ -126,3 +126,6 @@ def test_the_decoder_stage_adds_a_head_only_to_a_model_without_one(tmp_path) -> 
     with pytest.raises(SystemExit, match="no context head; add one with --head"):
         main(["--init", str(tmp_path / "plain"), "--out", str(tmp_path / "out"), "--head-only"])
     assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit, match="give --head too"):
+        main(["--init", str(tmp_path / "plain"), "--out", str(tmp_path / "out"), "--head-gap", "4"])
+    assert not (tmp_path / "out").exists()

@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.out} already holds a checkpoint: choose another --out or remove it")
     t0 = time.time()
     model = load_checkpoint(args.init).float()
+    if args.head_gap and args.head <= 0:
+        raise SystemExit("--head-gap: it sets the gap of a head added by --head C; give --head too")
     if args.head_only and args.head <= 0 and model.context_head is None:
         raise SystemExit(f"--head-only: {args.init} has no context head; add one with --head C")
     if args.head > 0:
