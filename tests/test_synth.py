@@ -195,6 +195,26 @@ def test_dataset_chunks_are_cut_like_the_engine(clip) -> None:
     assert np.array_equal(cs.mouth.reshape(-1, 4), clip.mouth[: n * 8])
 
 
+def test_paired_chunks_differ_only_in_the_mouth(clip) -> None:
+    """``paired_chunks`` (benchmarks/input_dependence.py): a second input mouth cut with the first
+    input's tracker states, so everything but the mouth is shared; the first input is what
+    ``clip_to_chunks`` cuts for that track."""
+    from model.train.dataset import clip_to_chunks, paired_chunks
+    from stream.config import FaceConfig
+    from stream.face import MediaPipeFaceDetector
+
+    n = len(clip.mouth)
+    first = np.roll(clip.mouth, n // 2, axis=0)
+    got = paired_chunks(clip, TINY, MediaPipeFaceDetector(), FaceConfig(), [first, clip.mouth[::-1].copy()])
+    assert got is not None
+    cs, (second,) = got
+    plain = clip_to_chunks(clip, TINY, MediaPipeFaceDetector(), FaceConfig())
+    assert plain is not None and np.array_equal(cs.inputs, plain.inputs) and np.array_equal(cs.masks, plain.masks)
+    assert second.shape == cs.inputs.shape
+    d = np.abs(second.astype(np.int16) - cs.inputs.astype(np.int16)).sum(-1)
+    assert d[cs.masks > 0].mean() > 10 * d[cs.masks == 0].mean()
+
+
 def test_train_smoke_and_resume(tmp_path, clip) -> None:
     from model.checkpoint import load_checkpoint
     from model.train.dataset import clip_to_chunks

@@ -88,22 +88,35 @@ def latents_path(cache: str, clips: int, config: SayAnythingConfig) -> str:
 def clip_to_chunks(
     clip, config: SayAnythingConfig, detector: MediaPipeFaceDetector, face: FaceConfig
 ) -> ChunkSet | None:  # noqa: ANN001
+    """The clip's chunks, its input the clip re-rendered with its own mouth track rolled by half
+    (an unrelated mouth at each moment); None when no chunk has a tracked face throughout."""
+    got = paired_chunks(clip, config, detector, face, [np.roll(clip.mouth, clip.mouth.shape[0] // 2, axis=0)])
+    return None if got is None else got[0]
+
+
+def paired_chunks(
+    clip, config: SayAnythingConfig, detector: MediaPipeFaceDetector, face: FaceConfig, mouths: list[np.ndarray]
+) -> tuple[ChunkSet, list[np.ndarray]] | None:  # noqa: ANN001
+    """The clip's chunks with the input re-rendered with ``mouths[0]``, plus the crops (N, L, R, R,
+    3) of the clip re-rendered with each further track of ``mouths``, cut with the same tracker
+    states (tracked on the first), so the inputs differ only in the mouth and share crop, mask,
+    target, audio and reference."""
     L, R = config.chunk_frames, config.resolution_px
     tracker = FaceTracker(face, detector)
     cropper = FaceCropper(face, R, config.mask_scale, config.crop_zoom)
-    shown = rerender(clip, np.roll(clip.mouth, clip.mouth.shape[0] // 2, axis=0))
-    crops, inputs, masks, ok = [], [], [], []
-    for img, truth in zip(shown, clip.frames, strict=True):
-        st = tracker.update(img)
+    shown = [rerender(clip, m) for m in mouths]
+    crops: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    ok: list[bool] = []
+    inputs: list[list[np.ndarray]] = [[] for _ in shown]
+    blank = np.zeros((R, R, 3), np.uint8)
+    for k, truth in enumerate(clip.frames):
+        st = tracker.update(shown[0][k])
         ok.append(st is not None)
-        if st is None:
-            crops.append(np.zeros((R, R, 3), np.uint8))
-            inputs.append(np.zeros((R, R, 3), np.uint8))
-            masks.append(np.zeros((R, R), np.uint8))
-        else:
-            crops.append(cropper.crop(truth, st))
-            inputs.append(cropper.crop(img, st))
-            masks.append((cropper.mouth_mask(st) > 0.02).astype(np.uint8))
+        crops.append(blank if st is None else cropper.crop(truth, st))
+        for v, out in zip(shown, inputs, strict=True):
+            out.append(blank if st is None else cropper.crop(v[k], st))
+        masks.append(np.zeros((R, R), np.uint8) if st is None else (cropper.mouth_mask(st) > 0.02).astype(np.uint8))
     ring = AudioRing(int(clip.duration_s * 1000) + 2000)
     ring.write(0, clip.audio)
     times = np.arange(len(crops)) / FPS
@@ -114,11 +127,13 @@ def clip_to_chunks(
         return None
     faces = [i for i, f in enumerate(ok) if f]
     idx = np.array([np.arange(i, i + L) for i in good])
-    crops_a, inputs_a, masks_a = np.stack(crops), np.stack(inputs), np.stack(masks)
+    crops_a, masks_a = np.stack(crops), np.stack(masks)
+    inputs_a = [np.stack(v) for v in inputs]
     ref_idx = [faces[(faces.index(i) + len(faces) // 2) % len(faces)] for i in good]  # another moment of the clip
-    return ChunkSet(
-        crops_a[idx], inputs_a[idx], masks_a[idx], win[idx], inputs_a[ref_idx], clip.mouth[idx], clip.speech[idx]
+    chunks = ChunkSet(
+        crops_a[idx], inputs_a[0][idx], masks_a[idx], win[idx], inputs_a[0][ref_idx], clip.mouth[idx], clip.speech[idx]
     )
+    return chunks, [v[idx] for v in inputs_a[1:]]
 
 
 def build(

@@ -25,8 +25,9 @@ that has none and trains it with the decoder: a correction of the decoded mask r
 input crop around the mask and the reference crop's own decoder error (measured and not shipped:
 BENCHMARKS.md, "Where the mouth PSNR is lost"). ``--head-only`` trains the head alone over the
 frozen decoder (with ``--head C``, or on a model that has a head); ``--head-gap G`` blanks the
-input G pixels beyond the mask. Measured: the head alone leaks as well, with or without the input
-(BENCHMARKS.md, "The context head alone").
+input G pixels beyond the mask. Measured: the head alone raises leak|truth as well, with or without the
+input, while passing less of the input's mouth into the pixels (BENCHMARKS.md, "The context head
+alone").
 
 Caches under ``--cache`` (shared with ``recipe_v2``): the chunks, their latents, and the
 model's estimates (keyed by a digest of the denoising weights). The stage itself takes minutes

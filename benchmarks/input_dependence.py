@@ -1,0 +1,116 @@
+"""How much of the input video's mouth reaches the output, in pixels, per decoding.
+
+    python benchmarks/input_dependence.py --checkpoints model/weights/tiny,CK... [--clips 16]
+
+Development clips (seeds 50000+ of the training voices, never used by ``eval``) are cut twice,
+with the input video re-rendered with two different unrelated mouth tracks (another development
+clip's each, as ``eval`` dubs) and the same tracker states, so the two inputs differ only in the
+mouth; crop, mask, target, audio and reference are shared (``dataset.paired_chunks``). The first
+checkpoint's denoiser makes its one-step estimates from each input, as the engine samples; every
+checkpoint then decodes both over the engine's latent box (with its context head if it has one;
+the denoiser is the first checkpoint's for all, so only the decoding differs). Per clip, in the
+mask: the mean absolute difference between the two outputs (8-bit levels: what the input's mouth
+changes) and the PSNR against the true frames. Mean +- spread over clips; a diagnostic, not a
+quality claim. The leak|truth of ``eval`` is a correlation; this is the size of the dependence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from model.checkpoint import load_checkpoint  # noqa: E402
+from model.network import SayAnythingModel  # noqa: E402
+from model.pipeline import latent_box  # noqa: E402
+from model.train.dataset import ChunkSet, paired_chunks  # noqa: E402
+from model.train.fewstep import LatentSet, _px, encode_latents, predicted_latents  # noqa: E402
+from model.train.speech import ESpeak  # noqa: E402
+from model.train.synth import cycled, make_clip  # noqa: E402
+from stream.config import FaceConfig  # noqa: E402
+from stream.face import MediaPipeFaceDetector  # noqa: E402
+
+FIRST_SEED = 50000
+
+
+@torch.inference_mode()
+def decode(model: SayAnythingModel, pred: np.ndarray, chunks: ChunkSet, lat: LatentSet, i: int) -> torch.Tensor:
+    """Chunk ``i``'s estimate decoded over the engine's box, as ``tune_decoder`` decodes it; (L, 3, h, w)."""
+    y0, y1, x0, x1 = latent_box(torch.from_numpy(lat.mask[i]).amax(dim=(0, 1)))  # type: ignore[misc]
+    f = chunks.frames.shape[-2] // lat.mask.shape[-1]
+    px = (slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
+    z = torch.from_numpy(pred[i : i + 1]).float()[..., y0:y1, x0:x1]
+    head = model.context_head
+    if head is None:
+        return model.vae.decode(z.contiguous())[0].clamp(-1, 1)
+    ref_z = torch.from_numpy(lat.reference[i : i + 1, None, :, y0:y1, x0:x1]).float()
+    both = model.vae.decode(torch.cat([z, ref_z], dim=1).contiguous())[0]
+    n = z.shape[1]
+    m = torch.from_numpy(chunks.masks[i][:, px[0], px[1]]).float()[:, None]
+    out = head(
+        both[:n], _px(chunks.inputs[i][:, px[0], px[1]]), m, _px(chunks.reference[i][None, px[0], px[1]]), both[n:]
+    )
+    return out.clamp(-1, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoints", required=True, help="comma-separated; the first one's denoiser for all")
+    ap.add_argument("--clips", type=int, default=16)
+    ap.add_argument("--json", default=None, help="write the per-clip figures here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    names = args.checkpoints.split(",")
+    base = load_checkpoint(names[0]).float().eval()
+    engine, detector, face = ESpeak(), MediaPipeFaceDetector(), FaceConfig()
+    clips: list[tuple[ChunkSet, ChunkSet, LatentSet, np.ndarray, np.ndarray]] = []
+    for s in range(FIRST_SEED, FIRST_SEED + args.clips):
+        clip = make_clip(s, "train", engine)
+        n = len(clip.frames)
+        tracks = [cycled(make_clip(s + k * 1000, "train", engine).mouth, n) for k in (1, 2)]
+        got = paired_chunks(clip, base.config, detector, face, tracks)
+        if got is None:
+            continue
+        a, (b_inputs,) = got
+        b = ChunkSet(a.frames, b_inputs, a.masks, a.audio, a.reference, a.mouth, a.speech)
+        la, lb = encode_latents(base, a), encode_latents(base, b)
+        clips.append((a, b, la, predicted_latents(base, la), predicted_latents(base, lb)))
+    print(f"{len(clips)} development clips, {sum(len(c[0]) for c in clips)} chunks")
+    report: dict[str, dict[str, list[float]]] = {}
+    for name in names:
+        model = load_checkpoint(name).float().eval()
+        diff, psnr = [], []
+        for a, b, la, pa, pb in clips:
+            d, se, cnt = 0.0, 0.0, 0
+            for i in range(len(a)):
+                oa, ob = decode(model, pa, a, la, i), decode(model, pb, b, la, i)
+                y0, y1, x0, x1 = latent_box(torch.from_numpy(la.mask[i]).amax(dim=(0, 1)))  # type: ignore[misc]
+                f = a.frames.shape[-2] // la.mask.shape[-1]
+                box = (slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
+                w = torch.from_numpy(a.masks[i][:, box[0], box[1]]).bool()[:, None].expand_as(oa)
+                tgt = _px(a.frames[i][:, box[0], box[1]])
+                d += float((oa - ob).abs()[w].sum()) * 127.5
+                se += float(((oa - tgt) ** 2)[w].sum()) * 127.5**2
+                cnt += int(w.sum())
+            diff.append(d / cnt)
+            psnr.append(10 * np.log10(255**2 / (se / cnt)))
+        report[name] = {"abs_diff": diff, "psnr_db": psnr}
+        print(
+            f"{name}: |out(input 1) - out(input 2)| in the mask {np.mean(diff):.2f} +- {np.std(diff):.2f} levels; "
+            f"PSNR {np.mean(psnr):.2f} +- {np.std(psnr):.2f} dB"
+        )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
