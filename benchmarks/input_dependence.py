@@ -7,8 +7,9 @@ with the input video re-rendered with two different unrelated mouth tracks (anot
 clip's each, as ``eval`` dubs) and the same tracker states, so the two inputs differ only in the
 mouth; crop, mask, target, audio and reference are shared (``dataset.paired_chunks``). The first
 checkpoint's denoiser makes its one-step estimates from each input, as the engine samples; every
-checkpoint then decodes both over the engine's latent box (with its context head if it has one;
-the denoiser is the first checkpoint's for all, so only the decoding differs). Per clip, in the
+checkpoint then decodes both over the engine's latent box (``fewstep.decode_chunk_box``, with
+its context head if it has one; the denoiser is the first checkpoint's for all, so only the
+decoding differs). Per clip, in the
 mask: the mean absolute difference between the two outputs (8-bit levels: what the input's mouth
 changes) and the PSNR against the true frames. Mean +- spread over clips; a diagnostic, not a
 quality claim. The leak|truth of ``eval`` is a correlation; this is the size of the dependence.
@@ -28,36 +29,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from model.checkpoint import load_checkpoint  # noqa: E402
-from model.network import SayAnythingModel  # noqa: E402
-from model.pipeline import latent_box  # noqa: E402
 from model.train.dataset import ChunkSet, paired_chunks  # noqa: E402
-from model.train.fewstep import LatentSet, _px, encode_latents, predicted_latents  # noqa: E402
+from model.train.fewstep import LatentSet, _px, decode_chunk_box, encode_latents, predicted_latents  # noqa: E402
 from model.train.speech import ESpeak  # noqa: E402
 from model.train.synth import cycled, make_clip  # noqa: E402
 from stream.config import FaceConfig  # noqa: E402
 from stream.face import MediaPipeFaceDetector  # noqa: E402
 
 FIRST_SEED = 50000
-
-
-@torch.inference_mode()
-def decode(model: SayAnythingModel, pred: np.ndarray, chunks: ChunkSet, lat: LatentSet, i: int) -> torch.Tensor:
-    """Chunk ``i``'s estimate decoded over the engine's box, as ``tune_decoder`` decodes it; (L, 3, h, w)."""
-    y0, y1, x0, x1 = latent_box(torch.from_numpy(lat.mask[i]).amax(dim=(0, 1)))  # type: ignore[misc]
-    f = chunks.frames.shape[-2] // lat.mask.shape[-1]
-    px = (slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
-    z = torch.from_numpy(pred[i : i + 1]).float()[..., y0:y1, x0:x1]
-    head = model.context_head
-    if head is None:
-        return model.vae.decode(z.contiguous())[0].clamp(-1, 1)
-    ref_z = torch.from_numpy(lat.reference[i : i + 1, None, :, y0:y1, x0:x1]).float()
-    both = model.vae.decode(torch.cat([z, ref_z], dim=1).contiguous())[0]
-    n = z.shape[1]
-    m = torch.from_numpy(chunks.masks[i][:, px[0], px[1]]).float()[:, None]
-    out = head(
-        both[:n], _px(chunks.inputs[i][:, px[0], px[1]]), m, _px(chunks.reference[i][None, px[0], px[1]]), both[n:]
-    )
-    return out.clamp(-1, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,11 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         for a, b, la, pa, pb in clips:
             d, se, cnt = 0.0, 0.0, 0
             for i in range(len(a)):
-                oa, ob = decode(model, pa, a, la, i), decode(model, pb, b, la, i)
-                y0, y1, x0, x1 = latent_box(torch.from_numpy(la.mask[i]).amax(dim=(0, 1)))  # type: ignore[misc]
-                f = a.frames.shape[-2] // la.mask.shape[-1]
-                box = (slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
-                w = torch.from_numpy(a.masks[i][:, box[0], box[1]]).bool()[:, None].expand_as(oa)
+                with torch.inference_mode():
+                    got_a = decode_chunk_box(model, torch.from_numpy(pa[i : i + 1]).float(), a, la, i)
+                    got_b = decode_chunk_box(model, torch.from_numpy(pb[i : i + 1]).float(), b, la, i)
+                if got_a is None or got_b is None:
+                    continue
+                oa, box, m = got_a
+                oa, ob = oa.clamp(-1, 1), got_b[0].clamp(-1, 1)
+                w = m.bool().expand_as(oa)
                 tgt = _px(a.frames[i][:, box[0], box[1]])
                 d += float((oa - ob).abs()[w].sum()) * 127.5
                 se += float(((oa - tgt) ** 2)[w].sum()) * 127.5**2

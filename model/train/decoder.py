@@ -115,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.head_gap and args.head <= 0:
+        raise SystemExit("--head-gap: it sets the gap of a head added by --head C; give --head too")
     if os.path.exists(os.path.join(args.out, "config.json")):
         raise SystemExit(f"{args.out} already holds a checkpoint: choose another --out or remove it")
     t0 = time.time()
     model = load_checkpoint(args.init).float()
-    if args.head_gap and args.head <= 0:
-        raise SystemExit("--head-gap: it sets the gap of a head added by --head C; give --head too")
     if args.head_only and args.head <= 0 and model.context_head is None:
         raise SystemExit(f"--head-only: {args.init} has no context head; add one with --head C")
     if args.head > 0:

@@ -565,6 +565,43 @@ def predicted_latents(
     return np.concatenate(out)
 
 
+def decode_chunk_box(
+    model: SayAnythingModel,
+    lat: torch.Tensor,
+    chunks: ChunkSet,
+    latents: LatentSet,
+    i: int,
+    decoder_grad: bool = True,
+) -> tuple[torch.Tensor, tuple[slice, slice], torch.Tensor] | None:
+    """Chunk ``i``'s latents ``lat`` (1, L, C, h, w) decoded as the engine decodes them: over the
+    latent box of the chunk's masks (``latent_box``), and through the context head when the model
+    has one, given what the engine gives it (the chunk's input crops, its mask, and the reference
+    crop with its latent decoded over the same box, in the same call). Returns the pixels (L, 3,
+    H', W') in [-1, 1] (not clamped), the box's pixel slices and the mask over it (L, 1, H', W');
+    None when the chunk has no mask. ``decoder_grad=False`` decodes without gradients (the head's
+    still flow)."""
+    from model.pipeline import latent_box
+
+    found = latent_box(torch.from_numpy(latents.mask[i]).amax(dim=(0, 1)))
+    if found is None:
+        return None
+    y0, y1, x0, x1 = found
+    dev = lat.device
+    f = chunks.frames.shape[-2] // latents.mask.shape[-1]
+    px = (slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
+    m = torch.from_numpy(chunks.masks[i][:, px[0], px[1]]).float()[:, None].to(dev)
+    z = lat[..., y0:y1, x0:x1]
+    head = model.context_head
+    with torch.set_grad_enabled(decoder_grad and torch.is_grad_enabled()):
+        if head is None:
+            return model.vae.decode(z.contiguous())[0], px, m
+        ref_z = torch.from_numpy(latents.reference[i : i + 1, None, :, y0:y1, x0:x1]).float().to(dev)
+        both = model.vae.decode(torch.cat([z, ref_z], dim=1).contiguous())[0]
+    n = z.shape[1]
+    ins, ref = _px(chunks.inputs[i][:, px[0], px[1]]).to(dev), _px(chunks.reference[i][None, px[0], px[1]]).to(dev)
+    return head(both[:n], ins, m, ref, both[n:]), px, m
+
+
 def tune_decoder(
     model: SayAnythingModel,
     chunks: ChunkSet,
@@ -599,10 +636,9 @@ def tune_decoder(
     A model with a context head (``ContextHead``) trains it with the decoder, given what the
     engine gives it: the chunk's input crops (an unrelated mouth, as when dubbing, so it cannot
     learn to take the opening from the jaw around the mask), the mask, and the reference crop
-    with its latent decoded over the same box. ``head_only``: the head alone is trained, over
-    the frozen decoder (decoded without gradients, so a step costs about a third)."""
-    from model.pipeline import latent_box
-
+    with its latent decoded over the same box (``decode_chunk_box``). ``head_only``: the head
+    alone is trained, over the frozen decoder (decoded without gradients, so a step costs about
+    a third)."""
     vae = model.vae.model
     head = model.context_head
     if head_only and head is None:
@@ -632,30 +668,13 @@ def tune_decoder(
                 # the truth inside the mask only: around it, what the engine's decoder sees there
                 inside = torch.from_numpy(latents.mask[i : i + 1]).float().to(dev)
                 lat = inside * lat + (1 - inside) * torch.from_numpy(predicted[i : i + 1]).float().to(dev)
-            found = latent_box(torch.from_numpy(latents.mask[i]).amax(dim=(0, 1)))
-            if found is None:
+            got = decode_chunk_box(model, lat, chunks, latents, i, decoder_grad=not head_only)
+            if got is None:
                 continue
-            y0, y1, x0, x1 = found
-            f = chunks.frames.shape[-2] // latents.mask.shape[-1]
-            px = (slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
+            pred, px, m = got
             target = _px(chunks.frames[i][:, px[0], px[1]])[None].to(dev)
-            m = torch.from_numpy(chunks.masks[i][:, px[0], px[1]]).float()[None, :, None].to(dev)
-            weight = outside + (1 - outside) * m
-            z = lat[..., y0:y1, x0:x1]
-            if head is None:
-                pred = model.vae.decode(z.contiguous())
-            else:  # the reference's latent decoded over the same box, with the chunk's input around the mask
-                ref_z = torch.from_numpy(latents.reference[i : i + 1, None, :, y0:y1, x0:x1]).float().to(dev)
-                with torch.set_grad_enabled(not head_only):
-                    both = model.vae.decode(torch.cat([z, ref_z], dim=1).contiguous())[0]
-                n = z.shape[1]
-                pred = head(
-                    both[:n],
-                    _px(chunks.inputs[i][:, px[0], px[1]]).to(dev),
-                    m[0],
-                    _px(chunks.reference[i][None, px[0], px[1]]).to(dev),
-                    both[n:],
-                )[None]
+            weight = outside + (1 - outside) * m[None]
+            pred = pred[None]
             loss = (weight * (pred - target).abs()).sum() / (weight.sum() * 3)
             opt.zero_grad(set_to_none=True)
             loss.backward()
