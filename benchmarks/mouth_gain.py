@@ -88,7 +88,7 @@ def main() -> int:
                 f"gain {g:4.2f} guidance {mg:4.2f}: corr {m['corr']:.3f} +- {m['corr_std']:.3f}  "
                 f"PSNR {m['psnr_db']:.2f} dB  still sil {m['still_silence']:.2f}  edges {m['still_edges']:.2f}  "
                 f"seam {m['seam_ratio']:.2f}  "
-                f"leak {m['leak']:.3f}  leak|truth {m['leak_partial']:.3f}",
+                f"leak {m['leak']:.3f}  leak|truth {m['leak_partial']:.3f}  leak slope {m['leak_slope']:.3f}",
                 flush=True,
             )
     # the highest openness correlation among the pairs that keep the mouth PSNR of gain 1 without

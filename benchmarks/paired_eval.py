@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 
-METRICS = ("corr", "offset_frames", "still_silence", "seam_ratio", "psnr_db", "ssim", "leak_partial")
+METRICS = ("corr", "offset_frames", "still_silence", "seam_ratio", "psnr_db", "ssim", "leak_partial", "leak_slope")
 
 
 def paired(a: dict, b: dict, metric: str) -> tuple[float, float, int, int]:
@@ -41,6 +41,9 @@ def main() -> int:
     print(f"audio energy: {ra['audio_energy']['corr']:.3f} (A's run), {rb['audio_energy']['corr']:.3f} (B's run)")
     print(f"{'metric':14s} {'A':>8s} {'B':>8s}   B - A per clip")
     for m in METRICS:
+        if f"{m}_clips" not in a or f"{m}_clips" not in b:
+            print(f"{m:14s} (not in both files: an eval from before the metric existed)")
+            continue
         mean, se, up, n = paired(a, b, m)
         print(f"{m:14s} {a[m]:8.3f} {b[m]:8.3f}   {mean:+.4f} +- {se:.4f} (B higher on {up} of {n})")
     return 0

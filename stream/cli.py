@@ -645,14 +645,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(
         f"{'':14} {'corr':>13} {'offset':>11} {'still sil':>10} {'edges':>6} {'still sp':>9} {'seam':>6} {'PSNR':>6} "
         f"{'SSIM':>6} "
-        f"{'leak':>13} {'leak|truth':>10}"
+        f"{'leak':>13} {'leak|truth':>10} {'slope':>6}"
     )
     for k, v in res.items():
         print(
             f"{names[k]:14} {v['corr']:6.3f}+-{v['corr_std']:.3f} "
             f"{v['offset_frames']:5.2f}+-{v['offset_frames_std']:.2f} "
             f"{v['still_silence']:10.2f} {v['still_edges']:6.2f} {v['still_speech']:9.2f} {v['seam_ratio']:6.2f} "
-            f"{v['psnr_db']:6.1f} {v['ssim']:6.3f} {v['leak']:6.3f}+-{v['leak_std']:.3f} {v['leak_partial']:10.3f}"
+            f"{v['psnr_db']:6.1f} {v['ssim']:6.3f} {v['leak']:6.3f}+-{v['leak_std']:.3f} {v['leak_partial']:10.3f} "
+            f"{v['leak_slope']:6.3f}"
         )
     if args.json:
         with open(args.json, "w") as fh:

@@ -8,6 +8,7 @@ import dataclasses
 import os
 
 import numpy as np
+import pytest
 import torch
 from model_fakes import make_chunk, micro_config
 
@@ -480,6 +481,52 @@ def test_the_decoder_stage_never_writes_over_a_checkpoint(tmp_path) -> None:  # 
     assert sorted(p.name for p in out.iterdir()) == ["config.json"] and (out / "config.json").read_text() == "{}"
 
 
+def test_swapped_inputs_train_towards_the_starting_models_estimate_from_the_other_input(tmp_path) -> None:  # noqa: ANN001
+    """swap_inputs: each chunk has two inputs that differ only in the mouth; the trained model sees
+    one (drawn per sample) and its target is the frozen starting model's estimate from the other,
+    so it starts at zero loss where the two inputs are the same and not where they differ."""
+    from model.train.fewstep import PairedLatentSet, _Step, _tensors, encode_masked
+
+    c = _config()
+    config = dataclasses.replace(c, mouth_film=True, audio=dataclasses.replace(c.audio, mouth_only=True))
+    torch.manual_seed(0)
+    model = SayAnythingModel(config).eval()
+    chunks = _chunkset(4, config)
+    latents = encode_latents(model, chunks)
+    assert np.array_equal(encode_masked(model, chunks.inputs, chunks.masks), latents.masked)
+    fields = {k: getattr(latents, k) for k in type(latents).__dataclass_fields__}
+    other = np.random.default_rng(1).integers(0, 256, chunks.inputs.shape, dtype=np.uint8)
+    paired = PairedLatentSet(**fields, masked_alt=encode_masked(model, other, chunks.masks))
+    same = PairedLatentSet(**fields, masked_alt=latents.masked.copy())
+    assert isinstance(paired.take(np.array([1, 0])), PairedLatentSet)
+    sigma, noise, forced = torch.full((4,), 80.0), torch.randn(latents.target.shape), torch.zeros(4)
+    tc = FewStepConfig(swap_inputs=True)
+    teacher = copy.deepcopy(model)
+    with torch.no_grad():
+        for swap in (torch.zeros(4), torch.ones(4)):
+            assert float(_Step(model, tc, teacher)(dict(_tensors(same, torch.device("cpu")), swap=swap), sigma, noise,
+                                                   forced)[1]) < 1e-10  # fmt: skip
+        b = dict(_tensors(paired, torch.device("cpu")), swap=torch.tensor([0.0, 1.0, 0.0, 1.0]))
+        got = float(_Step(model, tc, teacher)(b, sigma, noise, forced)[1])
+        # by hand: sample 1 and 3 see the second input, and are scored against the estimate from the first
+        seen = torch.where(b["swap"].reshape(-1, 1, 1, 1, 1) > 0, b["masked_alt"], b["masked"])
+        shown = torch.where(b["swap"].reshape(-1, 1, 1, 1, 1) > 0, b["masked"], b["masked_alt"])
+        enc = model.audio_encoder
+        assert isinstance(enc, MouthAudioEncoder)
+        _, given = enc.features(b["audio"])
+        ids = model.id_guider(b["reference"])
+        xn = b["target"] + 80.0 * noise
+        d = model.denoise(xn, sigma, Conditions(seen, b["mask"], enc.tokens_from_mouth(given), ids, given)).float()
+        x0 = teacher.denoise(xn, sigma, Conditions(shown, b["mask"], enc.tokens_from_mouth(given), ids, given)).float()
+        region = 0.05 + b["mask"]
+        want = ((region * (d - x0) ** 2).sum(dim=(1, 2, 3, 4)) / (region.sum(dim=(1, 2, 3, 4)) * x0.shape[2])).mean()
+    assert got > 1e-6 and abs(got - float(want)) < 1e-5 * max(1.0, float(want))
+    trained = train_fewstep(model, paired, dataclasses.replace(tc, steps=2, batch_size=2), str(tmp_path / "s"))
+    assert isinstance(trained, SayAnythingModel)
+    with pytest.raises(InputError, match="PairedLatentSet"):
+        train_fewstep(model, latents, tc, str(tmp_path / "p"))
+
+
 def test_recipe_v2_refuses_a_bad_crop_zoom_or_guidance_target_before_any_work(tmp_path) -> None:  # noqa: ANN001
     import pytest
 
@@ -492,6 +539,8 @@ def test_recipe_v2_refuses_a_bad_crop_zoom_or_guidance_target_before_any_work(tm
         main(["--crop-zoom", "1.5", "--mask-scale", "1.2,1.2", "--out", out, "--cache", str(tmp_path)])
     with pytest.raises(SystemExit, match="--guidance-target: needs --film-from CHECKPOINT --mouth-only"):
         main(["--guidance-target", "1.5", "--out", out, "--cache", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--swap-inputs: needs --film-from CHECKPOINT --mouth-only"):
+        main(["--swap-inputs", "--out", out, "--cache", str(tmp_path)])
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
 
 

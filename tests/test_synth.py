@@ -116,6 +116,29 @@ def test_the_leak_reads_the_input_speakers_mouth_showing_through(clip, engine: E
     # truth's chance share with the input is gone from it
     assert score(shown, clip, source_open=src).leak_partial > 0.9
     assert abs(truth.leak_partial) < 0.1 < truth.leak  # measured: 0.06 against 0.14
+    # the slope is the amount: the input video passes its opening through whole, the truth none
+    assert abs(score(shown, clip, source_open=src).leak_slope - 1.0) < 0.15
+    assert abs(truth.leak_slope) < 0.1
+
+
+def test_the_leak_slope_counts_the_amount_where_the_partial_correlation_does_not() -> None:
+    from model.train.evaluate import leak_slope, partial_corr
+
+    rng = np.random.default_rng(0)
+    truth, src = rng.uniform(0, 1, 4000), rng.uniform(0, 1, 4000)
+    noise = rng.normal(0, 1, 4000)
+    # the same input share under less other error: the correlation rises, the amount does not
+    for a, b in ((0.2, 0.3), (0.2, 0.05)):
+        out = truth + a * src + b * noise
+        assert abs(leak_slope(out, truth, src) - a) < 0.05  # standard error at most 0.017
+    loud, quiet = (truth + 0.2 * src + b * noise for b in (0.3, 0.05))
+
+    def pc(o: np.ndarray) -> float:
+        r = np.corrcoef(np.stack([o, src, truth]))
+        return partial_corr(r[0, 1], r[0, 2], r[1, 2])
+
+    assert pc(quiet) > pc(loud) + 0.3
+    assert leak_slope(truth, truth, np.zeros(4000)) == 0.0
 
 
 def test_stillness_in_silence_leaves_out_the_mouth_closing_at_the_edges_of_speech(clip) -> None:

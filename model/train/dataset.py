@@ -179,5 +179,59 @@ def build(
     return out
 
 
+def alt_inputs_path(chunk_cache: str) -> str:
+    """Where ``build_alt_inputs`` keeps the second inputs of one chunk cache (``train_A_B_....npz``)."""
+    head, name = os.path.split(chunk_cache)
+    return os.path.join(head, "alt_inputs_" + name[: -len(".npz")] + ".npy")
+
+
+def build_alt_inputs(
+    config: SayAnythingConfig, chunk_cache: str, mouth_pool: np.ndarray, size: int = 256
+) -> np.ndarray:
+    """Second inputs for the chunks of one training chunk cache (``build``'s
+    ``train_A_B_<px>_<L>_<version>.npz``): each clip re-rendered with another stretch of
+    ``mouth_pool`` (the training clips' mouth tracks, (M, 4): another clip's mouth, as ``eval``
+    dubs), cut with the tracker states of the cache's own input (``paired_chunks``), so the two
+    inputs differ only in the mouth and share crop, mask, target, audio and reference. The first
+    input is checked to equal the cache's. Cached next to it (``alt_inputs_path``); (N, L, R, R, 3)
+    uint8 in the cache's chunk order. The stretch of clip ``s`` starts at a draw of
+    ``default_rng(1000 + A)``, in clip order."""
+    out_path = alt_inputs_path(chunk_cache)
+    if os.path.isfile(out_path):
+        return np.load(out_path)
+    parts = os.path.basename(chunk_cache).split("_")
+    if parts[0] != "train" or len(parts) < 3:
+        raise ValueError(f"{chunk_cache}: not a training chunk cache (train_A_B_...npz)")
+    a, b = int(parts[1]), int(parts[2])
+    base = ChunkSet.load(chunk_cache)
+    rng = np.random.default_rng(1000 + a)
+    engine, detector, face = ESpeak(), MediaPipeFaceDetector(), FaceConfig()
+    alts: list[np.ndarray] = []
+    done = 0
+    try:
+        for s in range(a, b):
+            clip = make_clip(s, "train", engine, size)
+            n = len(clip.mouth)
+            start = int(rng.integers(0, len(mouth_pool) - n))
+            own = np.roll(clip.mouth, n // 2, axis=0)
+            got = paired_chunks(clip, config, detector, face, [own, mouth_pool[start : start + n].copy()])
+            if got is None:
+                continue
+            chunks, (alt,) = got
+            if not np.array_equal(chunks.inputs, base.inputs[done : done + len(chunks)]):
+                raise ValueError(f"{chunk_cache}: clip {s} cuts differently from the cache; rebuild the cache")
+            alts.append(alt)
+            done += len(chunks)
+    finally:
+        detector.close()
+    if done != len(base):
+        raise ValueError(f"{chunk_cache}: {done} chunks cut again for {len(base)} cached; rebuild the cache")
+    out = np.concatenate(alts)
+    tmp = out_path + ".tmp.npy"
+    np.save(tmp, out)
+    os.replace(tmp, out_path)
+    return out
+
+
 def audio_window_samples(config: SayAnythingConfig) -> int:
     return round((config.audio.window_before_ms + config.audio.window_after_ms) * SAMPLE_RATE_HZ / 1000)

@@ -19,7 +19,12 @@ SSIM of the mouth region vs the true frames; pixels outside the pasted mask unch
 leak: the correlation of the output's openness with the *input video's* (the original speaker's
 mouth showing through when dubbing; the pass-through row reads about 1, the truth only what
 two unrelated mouth tracks share by chance), and the partial leak: the same with the truth held
-fixed, so that following the audio better does not read as leaking.
+fixed, so that following the audio better does not read as leaking. Both are correlations: they
+say how much of what the output's opening does beyond the truth the input explains, not how much
+of the input's opening reaches the output, so a model whose other errors shrink reads a larger
+partial leak for the same input-driven motion. The leak slope is that amount: the coefficient of
+the input's openness in a least-squares fit of the output's openness on the truth's and the
+input's together (pass-through reads about 1, a model that ignores the input 0).
 Baselines: pass-through (the input video) and audio energy (openness from the RMS envelope,
 rendered).
 """
@@ -126,6 +131,8 @@ class ClipScores:
     leak_partial: float = float("nan")
     # the silent frames within 2 frames of speech (closing into a pause, opening out of one)
     still_edges: float = float("nan")
+    # the leak as an amount: openness the output gains per unit of the input's, the truth held fixed
+    leak_slope: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -139,13 +146,14 @@ def score(
     opened = read_openness(frames, clip)
     truth = clip.mouth[: len(opened), 0]
     corr = float(np.corrcoef(opened, truth)[0, 1]) if np.std(opened) > 1e-6 else 0.0
-    leak = leak_partial = float("nan")
+    leak = leak_partial = slope = float("nan")
     if source_open is not None:
         if len(source_open) < len(opened):
             raise ValueError(f"score: source_open has {len(source_open)} frames for {len(opened)}: cycle it")
         src = source_open[: len(opened)]
         leak = float(np.corrcoef(opened, src)[0, 1]) if np.std(opened) > 1e-6 and np.std(src) > 1e-6 else 0.0
         leak_partial = partial_corr(leak, corr, float(np.corrcoef(src, truth)[0, 1]) if np.std(src) > 1e-6 else 0.0)
+        slope = leak_slope(opened, truth, src)
     size = frames.shape[1]
     regions = []
     for i, img in enumerate(frames):
@@ -186,7 +194,19 @@ def score(
         leak,
         leak_partial,
         still_edges,
+        slope,
     )
+
+
+def leak_slope(out: np.ndarray, truth: np.ndarray, src: np.ndarray) -> float:
+    """The coefficient of ``src`` in the least-squares fit ``out ~ a + b * truth + c * src``: how much
+    of the input's openness reaches the output's, with the truth's part taken out (0 when the input
+    does not vary)."""
+    if np.std(src) <= 1e-6:
+        return 0.0
+    design = np.stack([np.ones_like(truth, dtype=np.float64), truth, src], axis=1).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(design, out.astype(np.float64), rcond=None)
+    return float(coef[2])
 
 
 def partial_corr(r_xy: float, r_xz: float, r_yz: float) -> float:

@@ -65,6 +65,26 @@ class LatentSet(NpzRecord):
         return self.target.shape[0]
 
 
+@dataclass
+class PairedLatentSet(LatentSet):
+    """A LatentSet with the masked-input latents of a second input per chunk: the same clip with
+    another unrelated mouth, the same crop and mask (``dataset.build_alt_inputs``)."""
+
+    masked_alt: np.ndarray  # (N, L, C, h, w) float16
+
+
+@torch.inference_mode()
+def encode_masked(model: SayAnythingModel, inputs: np.ndarray, masks: np.ndarray, batch: int = 16) -> np.ndarray:
+    """The frozen VAE's latents of ``inputs`` (N, L, R, R, 3) uint8 with ``masks`` (N, L, R, R)
+    blanked, as ``encode_latents``' ``masked``."""
+    vae = model.vae.eval()
+    out = []
+    for k in range(0, len(inputs), batch):
+        m = torch.from_numpy(np.asarray(masks[k : k + batch])).float()[:, :, None]
+        out.append(vae.encode(_px(np.asarray(inputs[k : k + batch])) * (1.0 - m)).half().numpy())
+    return np.concatenate(out)
+
+
 def _px(a: np.ndarray) -> torch.Tensor:
     """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1]."""
     t = torch.from_numpy(a).float() / 127.5 - 1.0
@@ -209,6 +229,12 @@ class FewStepConfig:
     # closed) is held to the frozen starting model's, with this weight, while the plain loss
     # adapts the rest: enrolment on one clip learns the face without unlearning the audio
     response_weight: float = 0.0
+    # the target is the frozen starting model's estimate from the chunk's *other* input (a
+    # PairedLatentSet: the same chunk with another unrelated mouth; which of the two the trained
+    # model sees is drawn per sample), so what the starting model takes from the input's mouth
+    # differs between input and target and averages out, and the rest of what it does is kept;
+    # mouth_only models
+    swap_inputs: bool = False
 
 
 def _sigmas(model: SayAnythingModel, n: int, tc: FewStepConfig, gen: torch.Generator) -> torch.Tensor:
@@ -260,6 +286,17 @@ class _Step(nn.Module):
         self._teacher = [teacher]  # in a list: not a submodule (DDP and the optimizer leave it alone)
 
     @torch.no_grad()
+    def _teacher_estimate(
+        self, xn: torch.Tensor, sigma: torch.Tensor, b: dict[str, torch.Tensor], given: torch.Tensor
+    ) -> torch.Tensor:
+        """The frozen starting model's estimate for these inputs and mouth parameters."""
+        t = self._teacher[0]
+        assert t is not None and isinstance(t.audio_encoder, MouthAudioEncoder)
+        tokens = t.audio_encoder.tokens_from_mouth(given)
+        cond = Conditions(b["masked"], b["mask"], tokens, t.id_guider(b["reference"]), given)
+        return t.denoise(xn, sigma, cond).float()
+
+    @torch.no_grad()
     def _teacher_pair(
         self, xn: torch.Tensor, sigma: torch.Tensor, b: dict[str, torch.Tensor], given: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,6 +314,8 @@ class _Step(nn.Module):
         self, xn: torch.Tensor, sigma: torch.Tensor, b: dict[str, torch.Tensor], given: torch.Tensor
     ) -> torch.Tensor:
         """The frozen starting model's mouth-guided estimate for these inputs and mouth parameters."""
+        if self.tc.guidance_target == 1.0:  # no guidance: the estimate alone
+            return self._teacher_estimate(xn, sigma, b, given.detach())
         d, d0 = self._teacher_pair(xn, sigma, b, given.detach())
         return d0 + self.tc.guidance_target * (d - d0)
 
@@ -306,6 +345,12 @@ class _Step(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         model, tc = self.model, self.tc
         enc = model.audio_encoder
+        if tc.swap_inputs:
+            # which of the two inputs the trained model sees (the teacher sees the other): drawn
+            # per sample, carried in by the caller's ``forced``' companion ``b["swap"]``
+            pick = b["swap"].reshape(-1, 1, 1, 1, 1) > 0.5
+            b = dict(b, masked=torch.where(pick, b["masked_alt"], b["masked"]),
+                     masked_other=torch.where(pick, b["masked"], b["masked_alt"]))  # fmt: skip
         x0, mlat, mouth = b["target"], b["mask"], b["mouth"]
         known = torch.isfinite(mouth).all(-1)  # real video: no mouth-parameter truth
         film = None
@@ -329,7 +374,9 @@ class _Step(nn.Module):
         resp = torch.zeros((), device=x0.device)
         if tc.response_weight > 0:
             resp = self._response(d, xn, sigma, b, given, cond)
-        if self._teacher[0] is not None and not (tc.response_weight > 0 and tc.guidance_target == 1.0):
+        if tc.swap_inputs:
+            x0 = self._guided(xn, sigma, dict(b, masked=b["masked_other"]), given)
+        elif self._teacher[0] is not None and not (tc.response_weight > 0 and tc.guidance_target == 1.0):
             # the target: the starting model's guided estimate (a teacher kept for the response
             # anchor alone leaves the target the truth)
             x0 = self._guided(xn, sigma, b, given)
@@ -347,7 +394,10 @@ class _Step(nn.Module):
 
 
 def _tensors(batch: LatentSet, device: torch.device) -> dict[str, torch.Tensor]:
-    return {
+    extra = {}
+    if isinstance(batch, PairedLatentSet):
+        extra["masked_alt"] = torch.from_numpy(batch.masked_alt).float().to(device)
+    return extra | {
         "target": torch.from_numpy(batch.target).float().to(device),
         "masked": torch.from_numpy(batch.masked).float().to(device),
         "mask": torch.from_numpy(batch.mask).float().to(device),
@@ -375,7 +425,9 @@ def fixed_loss(model: SayAnythingModel, batch: LatentSet, tc: FewStepConfig, see
     noise = torch.randn(b["target"].shape, generator=gen).to(dev)
     was = model.training
     model.eval()
-    loss = _Step(model, tc)(b, sigma, noise, torch.zeros(len(batch), device=dev))[0]
+    # against the truth: the starting model that swapped inputs are scored by is not kept here
+    plain = dataclasses.replace(tc, swap_inputs=False, guidance_target=1.0, response_weight=0.0)
+    loss = _Step(model, plain)(b, sigma, noise, torch.zeros(len(batch), device=dev))[0]
     model.train(was)
     return float(loss)
 
@@ -424,10 +476,14 @@ def train_fewstep(
     )
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     teacher = None
-    if tc.guidance_target != 1.0 or tc.response_weight > 0:
+    if tc.swap_inputs and not isinstance(data, PairedLatentSet):
+        raise InputError(
+            "swap_inputs needs a second input per chunk: train on a PairedLatentSet (recipe_v2 --swap-inputs)"
+        )
+    if tc.guidance_target != 1.0 or tc.response_weight > 0 or tc.swap_inputs:
         if not model.config.hears_mouth_only:
             raise InputError(
-                "a guidance target or a response anchor needs a mouth_only model "
+                "a guidance target, a response anchor or swapped inputs need a mouth_only model "
                 "(recipe_v2 --film-from CK --mouth-only)"
             )
         teacher = copy.deepcopy(model).eval().requires_grad_(False)  # the starting model, before any resume
@@ -465,6 +521,8 @@ def train_fewstep(
             sigma = _sigmas(model, micro, tc, gen).to(dev)
             noise = torch.randn(b["target"].shape, generator=gen).to(dev)
             forced = (torch.rand(micro, generator=gen) < tc.truth_mouth).float().to(dev)
+            if tc.swap_inputs:
+                b["swap"] = (torch.rand(micro, generator=gen) < 0.5).float().to(dev)
             with amp:
                 parts = module(b, sigma, noise, forced)
             (parts[0] / tc.accum).backward()

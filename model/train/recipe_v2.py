@@ -22,6 +22,7 @@ import logging
 import os
 import time
 
+import numpy as np
 import torch
 
 from model.checkpoint import WEIGHTS_NAME, load_checkpoint, save_checkpoint
@@ -29,8 +30,16 @@ from model.conditioning import MouthAudioEncoder
 from model.configs import AudioEncoderConfig
 from model.network import SayAnythingModel
 from model.train import audio as audio_train
-from model.train.dataset import CACHE_VERSION, ChunkSet, build, latents_path, mask_tag
-from model.train.fewstep import FewStepConfig, LatentSet, encode_latents, remask_latents, train_fewstep
+from model.train.dataset import CACHE_VERSION, ChunkSet, build, build_alt_inputs, latents_path, mask_tag
+from model.train.fewstep import (
+    FewStepConfig,
+    LatentSet,
+    PairedLatentSet,
+    encode_latents,
+    encode_masked,
+    remask_latents,
+    train_fewstep,
+)
 from stream.errors import ModelError
 
 log = logging.getLogger("recipe_v2")
@@ -159,6 +168,35 @@ def chunk_caches(cache: str, clips: int, tag: str = "") -> list[str] | None:
     return out if at == clips else None
 
 
+def with_alt_inputs(model: SayAnythingModel, latents: LatentSet, cache: str, clips: int) -> PairedLatentSet:
+    """``latents`` with the masked latents of each chunk's second input (``dataset.build_alt_inputs``,
+    the other mouth drawn from the training clips' own tracks), both cached under ``cache``."""
+    paths = chunk_caches(cache, clips, mask_tag(model.config))
+    if paths is None:
+        raise SystemExit(f"--swap-inputs: no chunk caches in {cache} cover clips 0..{clips}: run once without it first")
+    lat_path = latents_path(cache, clips, model.config)
+    alt_path = lat_path.replace("latents_train_", "latents_alt_train_")[: -len(".npz")] + ".npy"
+    if os.path.isfile(alt_path):
+        masked_alt = np.load(alt_path)
+    else:
+        pool = np.concatenate([np.load(p, mmap_mode="r")["mouth"].reshape(-1, 4) for p in paths])
+        parts = []
+        for p in paths:
+            alt = build_alt_inputs(model.config, p, pool)
+            with np.load(p, mmap_mode="r") as z:
+                parts.append(encode_masked(model, alt, z["masks"]))
+        masked_alt = np.concatenate(parts)
+        if masked_alt.shape != latents.masked.shape:
+            raise SystemExit(
+                f"--swap-inputs: {len(masked_alt)} second inputs for {len(latents)} chunks: rebuild the caches"
+            )
+        tmp = alt_path + ".tmp.npy"
+        np.save(tmp, masked_alt)
+        os.replace(tmp, alt_path)
+    fields = {k: getattr(latents, k) for k in LatentSet.__dataclass_fields__}
+    return PairedLatentSet(**fields, masked_alt=masked_alt)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/tiny_v2")
@@ -219,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         help="--film-from with --mouth-only: train towards the starting model run with this mouth guidance (folded in: "
         "the result runs once, with mouth_guidance 1)",
     )
+    ap.add_argument(
+        "--swap-inputs",
+        action="store_true",
+        help="--film-from with --mouth-only: train towards the starting model's estimate from a second input "
+        "of each chunk, the same clip with another unrelated mouth (built and cached on first use: "
+        "dataset.build_alt_inputs), so what it takes from the input's mouth averages out",
+    )
     args = ap.parse_args(argv)
     if not args.crop_zoom >= 1.0:
         raise SystemExit(f"--crop-zoom {args.crop_zoom}: must be >= 1 (1 is the whole-face crop)")
@@ -228,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--audio-from", args.audio_from, "the head is swapped into it"),
         ("--guidance-target", args.guidance_target != 1.0, "the model it is folded into"),
         ("--add-head-from", args.add_head_from, "the head is added to it"),
+        ("--swap-inputs", args.swap_inputs, "the model whose estimates are the target"),
     ):
         if given and not (args.film_from and args.mouth_only):
             raise SystemExit(f"{option}: needs --film-from CHECKPOINT --mouth-only ({why})")
@@ -292,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         latents.save(lat_path)
         del chunks
         log.info("latents cached (%.0f s)", time.time() - t0)
+    if args.swap_inputs:
+        latents = with_alt_inputs(model, latents, args.cache, args.clips)
+        log.info("second inputs' latents ready (%.0f s)", time.time() - t0)
     tc = FewStepConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -302,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         freeze_audio=args.freeze_audio,
         lr=args.lr,
         guidance_target=args.guidance_target,
+        swap_inputs=args.swap_inputs,
     )
     if args.guidance_target != 1.0:  # folded in: the trained model runs once
         model.config = dataclasses.replace(model.config, mouth_guidance=1.0)
