@@ -15,6 +15,13 @@ audio:
   its own video (nothing it sees contradicts the truth).
 - ``own``: the model from the audio, on its own video.
 - ``dubbed``: the model from the audio, on a video of another mouth track, as ``eval`` runs it.
+- ``perfect``: the same dubbed video with the *true* frames pasted through the engine's mask, as
+  a model that drew the truth exactly would show them. The mask is measured per frame by two
+  engine runs on the dubbed video whose model slot returns a white and a black crop (VAD off, so
+  every frame is pasted; texture ``model``): alpha = (white - black) / 255. Its leak is what the
+  read-out takes from the input outside the mask, the floor of any model on this engine.
+
+For the dubbed rungs it also prints ``eval``'s leak|truth and leak slope.
 
 Development clips (seeds 50000+) of the training voices or of ``--split``; never ``eval``'s.
 Prints per-rung mean +- spread over the clips; a diagnostic, not a quality claim.
@@ -23,6 +30,7 @@ Prints per-rung mean +- spread over the clips; a diagnostic, not a quality claim
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from typing import Any
@@ -43,7 +51,8 @@ from stream.config import load  # noqa: E402
 from stream.worker import ModelChunk  # noqa: E402
 
 DEV_SEED = 50_000
-RUNGS = ("crop", "vae", "truth", "own", "dubbed")
+RUNGS = ("crop", "vae", "truth", "own", "dubbed", "perfect")
+DUBBED = ("dubbed", "perfect")  # the rungs whose input shows another mouth
 
 
 class CropModel:
@@ -70,6 +79,33 @@ class CropModel:
         out = p.decode_into(frames, masks, lat, mask_lat, reference)
         img = ((out[0].float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
         return img.permute(0, 2, 3, 1).numpy()
+
+
+class FlatModel:
+    """The engine's model slot filled by one flat grey level: with 255 and 0 on the same input,
+    the two outputs differ by 255 times the mask the engine pasted through. A measuring device."""
+
+    def __init__(self, pipe: SayAnythingPipeline, level: int) -> None:
+        self.pipe, self.level, self.name = pipe, level, f"flat {level}"
+        self.resolution_px, self.mask_scale, self.crop_zoom = pipe.resolution_px, pipe.mask_scale, pipe.crop_zoom
+
+    def encode_reference(self, crop: np.ndarray) -> Any:
+        return self.pipe.encode_reference(crop)
+
+    def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+        return np.full_like(chunk.frames, self.level)
+
+
+def perfect_output(clip: Any, video: np.ndarray, cfg: Any, pipe: SayAnythingPipeline) -> np.ndarray:
+    """``video`` with ``clip``'s true frames pasted through the engine's mask (``FlatModel``)."""
+    probe = load(None, ["model.steps=1", "vad.enabled=false", "model.texture=model", "model.match_colour=false"])
+    probe = dataclasses.replace(probe, face=cfg.face, chunk=cfg.chunk)
+    white, _ = engine_output(clip, video, probe, FlatModel(pipe, 255))
+    black, _ = engine_output(clip, video, probe, FlatModel(pipe, 0))
+    alpha = (white.astype(np.float32) - black.astype(np.float32)) / 255.0
+    n = len(alpha)
+    out = video[:n].astype(np.float32) * (1.0 - alpha) + clip.frames[:n].astype(np.float32) * alpha
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def main() -> int:
@@ -113,21 +149,33 @@ def main() -> int:
     speaker = engine if args.split in ("train", "test_languages") else None
     models = {"crop": CropModel(pipe, vae=False), "vae": CropModel(pipe, vae=True)}
     got: dict[str, list[float]] = {r: [] for r in rungs}
+    leaks: dict[str, list[tuple[float, float]]] = {r: [] for r in rungs if r in DUBBED}
     for i in range(args.clips):
         clip = make_clip(DEV_SEED + i, args.split, speaker)
         other = make_clip(DEV_SEED + 1000 + i, "train", engine)
         shown = cycled(other.mouth, len(clip.frames))
         for r in rungs:
-            video = rerender(clip, shown) if r == "dubbed" else clip.frames
+            dubbed = r in DUBBED
+            video = rerender(clip, shown) if dubbed else clip.frames
             state["truth"] = clip.mouth.astype(np.float32) if r == "truth" else None
             pipe._last_encoded = None  # the runs share no latents
-            out, _ = engine_output(clip, video, cfg, models.get(r, pipe))
-            got[r].append(score(out, clip, cfg.chunk.chunk_frames, cfg.chunk.overlap_frames).psnr_db)
+            if r == "perfect":
+                out = perfect_output(clip, video, cfg, pipe)
+            else:
+                out, _ = engine_output(clip, video, cfg, models.get(r, pipe))
+            sc = score(out, clip, cfg.chunk.chunk_frames, cfg.chunk.overlap_frames, shown[:, 0] if dubbed else None)
+            got[r].append(sc.psnr_db)
+            if dubbed:
+                leaks[r].append((sc.leak_partial, sc.leak_slope))
         print(f"clip {i}: " + "  ".join(f"{r} {got[r][-1]:.2f}" for r in rungs), flush=True)
     print(
         f"{args.split}, {args.clips} development clips, mouth PSNR (dB): "
         + "  ".join(f"{r} {np.mean(v):.2f} +- {np.std(v):.2f}" for r, v in got.items())
     )
+    for r, v in leaks.items():
+        if v:
+            lp, sl = np.asarray(v).T
+            print(f"{r}: leak|truth {lp.mean():.3f} +- {lp.std():.3f}  leak slope {sl.mean():.3f} +- {sl.std():.3f}")
     return 0
 
 

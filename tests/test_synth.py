@@ -258,3 +258,60 @@ def test_train_smoke_and_resume(tmp_path, clip) -> None:
     after = load_checkpoint(out).state_dict()
     assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before if k.startswith("vae."))  # VAE done
     assert any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in before if k.startswith("unet."))
+
+
+def test_second_inputs_share_everything_with_the_cache_but_the_mouth(tmp_path) -> None:
+    """``build_alt_inputs`` (``recipe_v2 --swap-inputs``): a training chunk cache's clips cut again
+    with another mouth and the cache's own tracker states; cached next to it; a cache that does not
+    cut the same is refused."""
+    from model.train.dataset import ChunkSet, alt_inputs_path, build, build_alt_inputs
+
+    cache = str(tmp_path)
+    chunks = build(TINY, "train", range(0, 1), cache)
+    path = os.path.join(cache, f"train_0_1_{TINY.resolution_px}_{TINY.chunk_frames}_v3.npz")
+    assert os.path.isfile(path)
+    pool = np.random.default_rng(0).random((4000, 4)).astype(np.float32)  # any mouth tracks
+    alt = build_alt_inputs(TINY, path, pool)
+    assert alt.shape == chunks.inputs.shape and os.path.isfile(alt_inputs_path(path))
+    d = np.abs(alt.astype(np.int16) - chunks.inputs.astype(np.int16)).sum(-1)
+    assert d[chunks.masks > 0].mean() > 10 * d[chunks.masks == 0].mean()
+    assert np.array_equal(build_alt_inputs(TINY, path, pool[::-1]), alt)  # read from its cache
+    os.remove(alt_inputs_path(path))
+    bad = ChunkSet(*(getattr(chunks, k) for k in ChunkSet.__dataclass_fields__))
+    bad.inputs = bad.inputs[::-1].copy()
+    bad.save(path)
+    with pytest.raises(ValueError, match="cuts differently from the cache"):
+        build_alt_inputs(TINY, path, pool)
+    assert not os.path.exists(alt_inputs_path(path))
+
+
+def test_the_perfect_rung_pastes_the_truth_through_the_engines_own_mask(clip, engine: ESpeak) -> None:
+    """benchmarks/psnr_ladder.py's ``perfect`` rung: the dubbed video, with the true frames where the
+    engine pastes and the input where it does not."""
+    import importlib.util
+
+    from model.checkpoint import load_checkpoint
+    from model.pipeline import SayAnythingPipeline
+    from model.train.synth import cycled, rerender
+    from stream.config import load
+
+    spec = importlib.util.spec_from_file_location(
+        "psnr_ladder", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "psnr_ladder.py")
+    )
+    assert spec is not None and spec.loader is not None
+    ladder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ladder)
+    cfg = load(None, ["model.steps=1"])
+    pipe = SayAnythingPipeline.from_config(load_checkpoint("model/weights/tiny"), cfg.model)
+    other = make_clip(4, "train", engine, augment=False)
+    video = rerender(clip, cycled(other.mouth, len(clip.frames)))
+    out = ladder.perfect_output(clip, video, cfg, pipe)
+    n = len(out)
+    o, v, t = (a[:n].astype(np.int16) for a in (out, video, clip.frames))
+    # every pixel lies between the input and the truth (a blend of the two, to the rounding)
+    assert (np.abs(o - v) <= np.abs(t - v) + 1).all() and (np.abs(o - t) <= np.abs(t - v) + 1).all()
+    # where the truth differs most from the input (mostly the mouth) it is mostly the truth: the
+    # rest is the input's mouth outside the engine's mask, the floor the rung measures
+    core = np.abs(t - v).max(-1) > 60
+    assert core.sum() > 1000
+    assert np.abs(o[core] - t[core]).mean() < 0.5 * np.abs(v[core] - t[core]).mean()
