@@ -347,7 +347,7 @@ class _Step(nn.Module):
         enc = model.audio_encoder
         if tc.swap_inputs:
             # which of the two inputs the trained model sees (the teacher sees the other): drawn
-            # per sample, carried in by the caller's ``forced``' companion ``b["swap"]``
+            # per sample by the training loop, as ``b["swap"]`` (1: the second input)
             pick = b["swap"].reshape(-1, 1, 1, 1, 1) > 0.5
             b = dict(b, masked=torch.where(pick, b["masked_alt"], b["masked"]),
                      masked_other=torch.where(pick, b["masked"], b["masked_alt"]))  # fmt: skip
