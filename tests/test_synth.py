@@ -47,8 +47,13 @@ def test_espeak_reports_phonemes_in_time_order(engine: ESpeak) -> None:
 def test_unknown_voice_is_a_clear_error(engine: ESpeak) -> None:
     from stream.errors import ModelError
 
-    with pytest.raises(ModelError, match="voice 'xx-nope' is unknown"):
+    with pytest.raises(ModelError, match="voice 'xx-nope' is unknown") as err:
         engine.synthesize("Hi.", "xx-nope")
+    # the voices the message suggests are ones this eSpeak NG knows
+    suggested = str(err.value).split("use e.g. ", 1)[1].replace("'", "").split(", ")
+    assert len(suggested) == 3
+    for voice in suggested:
+        assert engine.synthesize("Hi.", voice).duration_s > 0
 
 
 def test_visemes() -> None:

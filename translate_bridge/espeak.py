@@ -130,7 +130,7 @@ class ESpeak:
         with self._lock:
             self._chunks, self._phonemes = [], []
             if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise ModelError(f"eSpeak NG voice {voice!r} is unknown: use e.g. 'en-us', 'en-gb', 'en-us+f3'")
+                raise ModelError(f"eSpeak NG voice {voice!r} is unknown: use e.g. 'en-us', 'en-gb-x-rp', 'en-us+f3'")
             self._lib.espeak_SetParameter(PARAM_RATE, int(rate_wpm), 0)
             self._lib.espeak_SetParameter(PARAM_PITCH, int(pitch), 0)
             data = text.encode("utf-8") + b"\0"
