@@ -1,0 +1,113 @@
+"""Which path the leak takes when dubbing: the input's pixels, or the mask the tracker draws from
+the input's mouth.
+
+    python benchmarks/leak_paths.py --checkpoint model/weights/tiny [--clips 8]
+
+For each development clip (seeds 50000+ of the training voices, never used by ``eval``), two
+unrelated mouth tracks, A and B, from other development clips. The engine's face tracker (so the
+crop and the mouth mask) sees the clip re-rendered with track A; the model and the paste see it
+re-rendered with track B. The read-out openness (``evaluate.read_openness``) is fitted by least
+squares on the truth's, A's and B's openness together: A's coefficient is the leak through the
+mask's geometry, B's the leak through the pixels (each an amount, as ``eval``'s leak slope). The
+same fit for the true frames pasted through the engine's mask (``psnr_ladder.perfect_output``'s
+construction) gives the floor of any model. Mean +- standard error over clips; a diagnostic, not
+a quality claim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import psnr_ladder  # noqa: E402
+
+import stream.face as face_mod  # noqa: E402
+from model.checkpoint import load_checkpoint  # noqa: E402
+from model.pipeline import SayAnythingPipeline  # noqa: E402
+from model.train.evaluate import engine_output, read_openness  # noqa: E402
+from model.train.speech import ESpeak  # noqa: E402
+from model.train.synth import cycled, make_clip, rerender  # noqa: E402
+from stream.config import load  # noqa: E402
+
+DEV_SEED = 50_000
+
+
+class TrackerFeed:
+    """While active, every ``FaceTracker.update`` is given the next frame of ``frames`` instead of
+    the frame it was called with (the engine tracks one video and draws on another)."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        self.frames, self.k, self.orig = frames, 0, face_mod.FaceTracker.update
+
+    def __enter__(self) -> TrackerFeed:
+        feed, orig = self, self.orig
+
+        def update(tracker: Any, img: np.ndarray) -> Any:
+            img = feed.frames[min(feed.k, len(feed.frames) - 1)]
+            feed.k += 1
+            return orig(tracker, img)
+
+        face_mod.FaceTracker.update = update  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        face_mod.FaceTracker.update = self.orig  # type: ignore[method-assign]
+
+
+def coefficients(opened: np.ndarray, truth: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(truth, A, B) coefficients of the least-squares fit of ``opened`` with an intercept."""
+    x = np.stack([np.ones_like(truth), truth, a, b], 1).astype(np.float64)
+    return np.linalg.lstsq(x, opened.astype(np.float64), rcond=None)[0][1:]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--clips", type=int, default=8)
+    args = ap.parse_args()
+    cfg = load(None, ["model.steps=1"])
+    probe = load(None, ["model.steps=1", "vad.enabled=false", "model.texture=model", "model.match_colour=false"])
+    pipe = SayAnythingPipeline.from_config(load_checkpoint(args.checkpoint), cfg.model)
+    engine = ESpeak()
+    rows: dict[str, list[np.ndarray]] = {"model": [], "truth in the mask": []}
+    for i in range(args.clips):
+        clip = make_clip(DEV_SEED + i, "train", engine)
+        n = len(clip.frames)
+        ta = cycled(make_clip(DEV_SEED + 1000 + i, "train", engine).mouth, n)
+        tb = cycled(make_clip(DEV_SEED + 2000 + i, "train", engine).mouth, n)
+        tracked, shown = rerender(clip, ta), rerender(clip, tb)
+        pipe._last_encoded = None  # the runs share no latents
+        with TrackerFeed(tracked):
+            out, _ = engine_output(clip, shown, cfg, pipe)
+        flat = []
+        for level in (255, 0):
+            with TrackerFeed(tracked):
+                flat.append(engine_output(clip, shown, probe, psnr_ladder.FlatModel(pipe, level))[0].astype(np.float32))
+        alpha = (flat[0] - flat[1]) / 255.0
+        m = len(alpha)
+        perfect = np.clip(np.round(shown[:m] * (1 - alpha) + clip.frames[:m] * alpha), 0, 255).astype(np.uint8)
+        for name, frames in (("model", out), ("truth in the mask", perfect)):
+            opened = read_openness(frames, clip)
+            k = len(opened)
+            rows[name].append(coefficients(opened, clip.mouth[:k, 0], ta[:k, 0], tb[:k, 0]))
+        print(f"clip {i}: " + "  ".join(f"{k} {np.round(v[-1], 3).tolist()}" for k, v in rows.items()), flush=True)
+    print(f"{args.checkpoint}, {args.clips} development clips; coefficients of the read-out openness:")
+    for name, v in rows.items():
+        a = np.asarray(v)
+        se = a.std(axis=0, ddof=1) / np.sqrt(len(a))
+        print(
+            f"  {name}: truth {a[:, 0].mean():.3f}  A, the mask's track {a[:, 1].mean():+.3f} +- {se[1]:.3f}  "
+            f"B, the pixels' track {a[:, 2].mean():+.3f} +- {se[2]:.3f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
