@@ -1,7 +1,7 @@
 """Which path the leak takes when dubbing: the input's pixels, or the mask the tracker draws from
 the input's mouth.
 
-    python benchmarks/leak_paths.py --checkpoint model/weights/tiny [--clips 8]
+    python benchmarks/leak_paths.py --checkpoint model/weights/tiny [--clips 8] [--paired]
 
 For each development clip (seeds 50000+ of the training voices, never used by ``eval``), two
 unrelated mouth tracks, A and B, from other development clips. The engine's face tracker (so the
@@ -12,6 +12,12 @@ mask's geometry, B's the leak through the pixels (each an amount, as ``eval``'s 
 same fit for the true frames pasted through the engine's mask (``psnr_ladder.perfect_output``'s
 construction) gives the floor of any model. Mean +- standard error over clips; a diagnostic, not
 a quality claim.
+
+``--paired``: the model runs twice per clip, the tracker fed track A both times and the model and
+paste shown track B1 or B2, so the two outputs differ only through the input's pixels and the
+model's own errors cancel. Per clip: the slope of read-out(out 1) - read-out(out 2) on B1 - B2, and
+the mean |out 1 - out 2| (8-bit levels) where the engine pasted fully (alpha 1) and in the
+feather (0 < alpha < 1).
 """
 
 from __future__ import annotations
@@ -67,15 +73,59 @@ def coefficients(opened: np.ndarray, truth: np.ndarray, a: np.ndarray, b: np.nda
     return np.linalg.lstsq(x, opened.astype(np.float64), rcond=None)[0][1:]
 
 
+def paired(args: argparse.Namespace, cfg: Any, probe: Any, pipe: SayAnythingPipeline, engine: ESpeak) -> int:
+    """``--paired`` (the module docstring)."""
+    slopes, full, feather = [], [], []
+    for i in range(args.clips):
+        clip = make_clip(DEV_SEED + i, "train", engine)
+        n = len(clip.frames)
+        ta = cycled(make_clip(DEV_SEED + 1000 + i, "train", engine).mouth, n)
+        tbs = [cycled(make_clip(DEV_SEED + 2000 + i + 1000 * k, "train", engine).mouth, n) for k in (0, 1)]
+        tracked = rerender(clip, ta)
+        outs, reads = [], []
+        for tb in tbs:
+            pipe._last_encoded = None  # the runs share no latents
+            with TrackerFeed(tracked):
+                out, _ = engine_output(clip, rerender(clip, tb), cfg, pipe)
+            outs.append(out.astype(np.float32))
+            reads.append(read_openness(out, clip))
+        flat = []
+        for level in (255, 0):
+            with TrackerFeed(tracked):
+                got, _ = engine_output(clip, rerender(clip, tbs[0]), probe, psnr_ladder.FlatModel(pipe, level))
+            flat.append(got.astype(np.float32))
+        alpha = ((flat[0] - flat[1]) / 255.0).mean(-1)
+        k = min(len(reads[0]), len(reads[1]), len(alpha))
+        slopes.append(float(np.polyfit(tbs[0][:k, 0] - tbs[1][:k, 0], reads[0][:k] - reads[1][:k], 1)[0]))
+        d, a = np.abs(outs[0][:k] - outs[1][:k]).mean(-1), alpha[:k]
+        full.append(float(d[a > 0.99].mean()))
+        feather.append(float(d[(a > 0.01) & (a <= 0.99)].mean()))
+        print(f"clip {i}: slope {slopes[-1]:+.3f}  |out 1 - out 2| pasted fully {full[-1]:.2f}, feather "
+              f"{feather[-1]:.2f}", flush=True)  # fmt: skip
+
+    def se(v: list[float]) -> float:
+        return float(np.std(v, ddof=1) / np.sqrt(len(v)))
+
+    print(
+        f"{args.checkpoint}, {args.clips} development clips: paired slope {np.mean(slopes):+.3f} +- {se(slopes):.3f} "
+        f"(median {np.median(slopes):+.3f}); |out 1 - out 2| where pasted fully {np.mean(full):.2f} +- {se(full):.2f}, "
+        f"in the feather {np.mean(feather):.2f} +- {se(feather):.2f} levels"
+    )
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--clips", type=int, default=8)
+    ap.add_argument("--paired", action="store_true", help="two input mouths per clip, the same tracker track")
     args = ap.parse_args()
     cfg = load(None, ["model.steps=1"])
     probe = load(None, ["model.steps=1", "vad.enabled=false", "model.texture=model", "model.match_colour=false"])
     pipe = SayAnythingPipeline.from_config(load_checkpoint(args.checkpoint), cfg.model)
     engine = ESpeak()
+    if args.paired:
+        return paired(args, cfg, probe, pipe, engine)
     rows: dict[str, list[np.ndarray]] = {"model": [], "truth in the mask": []}
     for i in range(args.clips):
         clip = make_clip(DEV_SEED + i, "train", engine)
