@@ -23,6 +23,7 @@ feather (0 < alpha < 1).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from typing import Any
@@ -73,7 +74,7 @@ def coefficients(opened: np.ndarray, truth: np.ndarray, a: np.ndarray, b: np.nda
     return np.linalg.lstsq(x, opened.astype(np.float64), rcond=None)[0][1:]
 
 
-def paired(args: argparse.Namespace, cfg: Any, probe: Any, pipe: SayAnythingPipeline, engine: ESpeak) -> int:
+def paired(args: argparse.Namespace, cfg: Any, pipe: SayAnythingPipeline, engine: ESpeak) -> int:
     """``--paired`` (the module docstring)."""
     slopes, full, feather = [], [], []
     for i in range(args.clips):
@@ -89,12 +90,8 @@ def paired(args: argparse.Namespace, cfg: Any, probe: Any, pipe: SayAnythingPipe
                 out, _ = engine_output(clip, rerender(clip, tb), cfg, pipe)
             outs.append(out.astype(np.float32))
             reads.append(read_openness(out, clip))
-        flat = []
-        for level in (255, 0):
-            with TrackerFeed(tracked):
-                got, _ = engine_output(clip, rerender(clip, tbs[0]), probe, psnr_ladder.FlatModel(pipe, level))
-            flat.append(got.astype(np.float32))
-        alpha = ((flat[0] - flat[1]) / 255.0).mean(-1)
+        feed = functools.partial(TrackerFeed, tracked)
+        alpha = psnr_ladder.paste_alpha(clip, rerender(clip, tbs[0]), cfg, pipe, feed).mean(-1)
         k = min(len(reads[0]), len(reads[1]), len(alpha))
         slopes.append(float(np.polyfit(tbs[0][:k, 0] - tbs[1][:k, 0], reads[0][:k] - reads[1][:k], 1)[0]))
         d, a = np.abs(outs[0][:k] - outs[1][:k]).mean(-1), alpha[:k]
@@ -121,11 +118,10 @@ def main() -> int:
     ap.add_argument("--paired", action="store_true", help="two input mouths per clip, the same tracker track")
     args = ap.parse_args()
     cfg = load(None, ["model.steps=1"])
-    probe = load(None, ["model.steps=1", "vad.enabled=false", "model.texture=model", "model.match_colour=false"])
     pipe = SayAnythingPipeline.from_config(load_checkpoint(args.checkpoint), cfg.model)
     engine = ESpeak()
     if args.paired:
-        return paired(args, cfg, probe, pipe, engine)
+        return paired(args, cfg, pipe, engine)
     rows: dict[str, list[np.ndarray]] = {"model": [], "truth in the mask": []}
     for i in range(args.clips):
         clip = make_clip(DEV_SEED + i, "train", engine)
@@ -136,13 +132,8 @@ def main() -> int:
         pipe._last_encoded = None  # the runs share no latents
         with TrackerFeed(tracked):
             out, _ = engine_output(clip, shown, cfg, pipe)
-        flat = []
-        for level in (255, 0):
-            with TrackerFeed(tracked):
-                flat.append(engine_output(clip, shown, probe, psnr_ladder.FlatModel(pipe, level))[0].astype(np.float32))
-        alpha = (flat[0] - flat[1]) / 255.0
-        m = len(alpha)
-        perfect = np.clip(np.round(shown[:m] * (1 - alpha) + clip.frames[:m] * alpha), 0, 255).astype(np.uint8)
+        alpha = psnr_ladder.paste_alpha(clip, shown, cfg, pipe, functools.partial(TrackerFeed, tracked))
+        perfect = psnr_ladder.perfect_output(clip, shown, cfg, pipe, alpha)
         for name, frames in (("model", out), ("truth in the mask", perfect)):
             opened = read_openness(frames, clip)
             k = len(opened)

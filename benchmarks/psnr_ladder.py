@@ -33,6 +33,8 @@ import argparse
 import dataclasses
 import os
 import sys
+from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -53,6 +55,8 @@ from stream.worker import ModelChunk  # noqa: E402
 DEV_SEED = 50_000
 RUNGS = ("crop", "vae", "truth", "own", "dubbed", "perfect")
 DUBBED = ("dubbed", "perfect")  # the rungs whose input shows another mouth
+# the engine settings under which a FlatModel measures the paste: every frame, the model's own pixels
+PROBE = ["model.steps=1", "vad.enabled=false", "model.texture=model", "model.match_colour=false"]
 
 
 class CropModel:
@@ -96,13 +100,28 @@ class FlatModel:
         return np.full_like(chunk.frames, self.level)
 
 
-def perfect_output(clip: Any, video: np.ndarray, cfg: Any, pipe: SayAnythingPipeline) -> np.ndarray:
-    """``video`` with ``clip``'s true frames pasted through the engine's mask (``FlatModel``)."""
-    probe = load(None, ["model.steps=1", "vad.enabled=false", "model.texture=model", "model.match_colour=false"])
-    probe = dataclasses.replace(probe, face=cfg.face, chunk=cfg.chunk)
-    white, _ = engine_output(clip, video, probe, FlatModel(pipe, 255))
-    black, _ = engine_output(clip, video, probe, FlatModel(pipe, 0))
-    alpha = (white.astype(np.float32) - black.astype(np.float32)) / 255.0
+def paste_alpha(
+    clip: Any, video: np.ndarray, cfg: Any, pipe: SayAnythingPipeline, feed: Callable[[], Any] = nullcontext
+) -> np.ndarray:
+    """Per frame, pixel and channel, the share the engine pastes over ``video`` (0-1): two runs of a
+    ``FlatModel``, white and black, VAD off so every frame is pasted, texture ``model``, with
+    ``cfg``'s face and chunk settings; ``feed``: a context entered around each run."""
+    probe = dataclasses.replace(load(None, PROBE), face=cfg.face, chunk=cfg.chunk)
+    flat = []
+    for level in (255, 0):
+        with feed():
+            got, _ = engine_output(clip, video, probe, FlatModel(pipe, level))
+        flat.append(got.astype(np.float32))
+    return (flat[0] - flat[1]) / 255.0
+
+
+def perfect_output(
+    clip: Any, video: np.ndarray, cfg: Any, pipe: SayAnythingPipeline, alpha: np.ndarray | None = None
+) -> np.ndarray:
+    """``video`` with ``clip``'s true frames pasted through the engine's mask (``paste_alpha``,
+    measured here unless given)."""
+    if alpha is None:
+        alpha = paste_alpha(clip, video, cfg, pipe)
     n = len(alpha)
     out = video[:n].astype(np.float32) * (1.0 - alpha) + clip.frames[:n].astype(np.float32) * alpha
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
