@@ -276,6 +276,8 @@ def test_second_inputs_share_everything_with_the_cache_but_the_mouth(tmp_path) -
     path = os.path.join(cache, f"train_0_1_{TINY.resolution_px}_{TINY.chunk_frames}_v3.npz")
     assert os.path.isfile(path)
     pool = np.random.default_rng(0).random((4000, 4)).astype(np.float32)  # any mouth tracks
+    with pytest.raises(ValueError, match="not a training chunk cache"):
+        build_alt_inputs(TINY, os.path.join(cache, "test_0_1_64_8_v3.npz"), pool)
     alt = build_alt_inputs(TINY, path, pool)
     assert alt.shape == chunks.inputs.shape and os.path.isfile(alt_inputs_path(path))
     d = np.abs(alt.astype(np.int16) - chunks.inputs.astype(np.int16)).sum(-1)
