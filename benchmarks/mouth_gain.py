@@ -63,11 +63,20 @@ def main() -> int:
     ap.add_argument(
         "--write", action="store_true", help="store the best gain and guidance in the checkpoint's config.json"
     )
+    ap.add_argument(
+        "--json",
+        default="",
+        metavar="FILE",
+        help="with one gain and one guidance: write the scores with their per-clip values, as eval --json "
+        "does, so that benchmarks/paired_eval.py pairs two development runs clip by clip",
+    )
     args = ap.parse_args()
     if args.write and args.split != "train":
         ap.error("--write stores a calibration chosen on the training voices: leave --split out")
     gains = [float(g) for g in args.gains.split(",")]
     guidances = [float(g) for g in args.guidances.split(",")]
+    if args.json and len(gains) * len(guidances) != 1:
+        ap.error("--json: give one gain and one guidance (the file holds one row, paired clip by clip)")
     engine = ESpeak()
     # Festival and the recorded readers are make_clip's own engines for their splits
     speaker = engine if args.split in ("train", "test_languages") else None
@@ -84,9 +93,13 @@ def main() -> int:
                 raise SystemExit(f"{args.checkpoint}: {e}") from None
             m = evaluate(clips, others, cfg, pipe, rows=("model",))["model"]
             rows[(g, mg)] = {k: round(v, 4) for k, v in m.items() if not isinstance(v, list)}
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"model": m, "split": args.split, "clips": args.clips, "development": True}, f)
             print(
                 f"gain {g:4.2f} guidance {mg:4.2f}: corr {m['corr']:.3f} +- {m['corr_std']:.3f}  "
-                f"PSNR {m['psnr_db']:.2f} dB  still sil {m['still_silence']:.2f}  edges {m['still_edges']:.2f}  "
+                f"PSNR {m['psnr_db']:.2f} dB  SSIM {m['ssim']:.3f}  "
+                f"still sil {m['still_silence']:.2f}  edges {m['still_edges']:.2f}  "
                 f"seam {m['seam_ratio']:.2f}  "
                 f"leak {m['leak']:.3f}  leak|truth {m['leak_partial']:.3f}  leak slope {m['leak_slope']:.3f}",
                 flush=True,

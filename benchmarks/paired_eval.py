@@ -4,6 +4,8 @@
     sayanything-live eval --checkpoint B --clips 8 --steps 1 --split S --json b.json
     python benchmarks/paired_eval.py a.json b.json
 
+(``benchmarks/mouth_gain.py --json`` writes development runs in the same form.)
+
 ``eval`` scores the same clips for every checkpoint (deterministic seeds), so B - A per clip takes
 out the clip-to-clip spread, which is far larger than most differences between two models. For
 each metric it prints both means, the mean difference +- its standard error over clips, and on
@@ -38,7 +40,8 @@ def main() -> int:
     a, b = ra["model"], rb["model"]
     if len(a["corr_clips"]) != len(b["corr_clips"]):
         raise SystemExit(f"{args.a} and {args.b} scored different numbers of clips: run eval with the same --clips")
-    print(f"audio energy: {ra['audio_energy']['corr']:.3f} (A's run), {rb['audio_energy']['corr']:.3f} (B's run)")
+    if "audio_energy" in ra and "audio_energy" in rb:
+        print(f"audio energy: {ra['audio_energy']['corr']:.3f} (A's run), {rb['audio_energy']['corr']:.3f} (B's run)")
     print(f"{'metric':14s} {'A':>8s} {'B':>8s}   B - A per clip")
     for m in METRICS:
         if f"{m}_clips" not in a or f"{m}_clips" not in b:

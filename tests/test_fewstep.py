@@ -17,7 +17,7 @@ from model.conditioning import MouthAudioEncoder
 from model.configs import AudioEncoderConfig
 from model.network import Conditions, SayAnythingModel
 from model.pipeline import SayAnythingPipeline
-from model.train.dataset import ChunkSet
+from model.train.dataset import CACHE_VERSION, ChunkSet
 from model.train.fewstep import STATE, FewStepConfig, encode_latents, remask_latents, rescaled_mask, train_fewstep
 from stream.errors import InputError, ModelError
 from stream.worker import ModelChunk
@@ -379,6 +379,33 @@ def test_remasked_latents_are_the_latents_of_the_redrawn_masks(tmp_path) -> None
     assert got.target is base.target and got.reference is base.reference
 
 
+def test_the_decoder_stage_derives_a_larger_masks_chunks_from_the_default_caches(tmp_path) -> None:  # noqa: ANN001
+    """``decoder.training_chunks`` for a model trained for a larger mask (``recipe_v2 --mask-scale``)
+    reads the default-mask chunk caches with every mask redrawn as ``remask_latents`` redraws it, so
+    the head and decoder are tuned on the region the engine will paste; the default caches are
+    read as they are."""
+    import cv2
+
+    from model.train.decoder import training_chunks
+
+    config = _config()
+    data = _chunkset(4, config)
+    R = config.resolution_px
+    ell = np.zeros((R, R), np.float32)
+    cv2.ellipse(ell, (R // 2, 2 * R // 3), (R // 5, R // 7), 0, 0, 360, 1.0, -1)
+    feather = 6 * R / 256
+    data.masks[:] = (cv2.GaussianBlur(ell, (5, 5), feather) > 0.02).astype(np.uint8)
+    px = config.resolution_px
+    data.take(slice(0, 2)).save(str(tmp_path / f"train_0_2_{px}_{config.chunk_frames}_{CACHE_VERSION}.npz"))
+    data.take(slice(2, 4)).save(str(tmp_path / f"train_2_4_{px}_{config.chunk_frames}_{CACHE_VERSION}.npz"))
+    same = training_chunks(config, str(tmp_path), 4)
+    assert np.array_equal(same.masks, data.masks) and np.array_equal(same.frames, data.frames)
+    bigger = training_chunks(dataclasses.replace(config, mask_scale=(1.2, 1.1)), str(tmp_path), 4)
+    want = np.stack([[rescaled_mask(m, (1.2, 1.1), feather) for m in c] for c in data.masks])
+    assert np.array_equal(bigger.masks, want) and bigger.masks.sum() > 1.2 * data.masks.sum()
+    assert np.array_equal(bigger.inputs, data.inputs) and np.array_equal(bigger.audio, data.audio)
+
+
 def test_predicted_latents_are_what_the_engine_decodes_and_tune_the_decoder(tmp_path) -> None:  # noqa: ANN001
     """``predicted_latents`` is the pipeline's own one-step estimate of a chunk (same noise, same
     mouth gain), up to the float16 of the cache; ``tune_decoder`` given them lowers its loss and
@@ -443,7 +470,7 @@ def test_decoder_tuning_without_true_context_sees_the_truth_only_inside_the_mask
 def test_chunk_caches_tile_the_clips_of_one_crop_and_mask_geometry(tmp_path) -> None:  # noqa: ANN001
     # recipe_v2 and the decoder stage reuse caches built in parts, never another geometry's
     from model.configs import TINY
-    from model.train.dataset import CACHE_VERSION, mask_tag
+    from model.train.dataset import mask_tag
     from model.train.recipe_v2 import chunk_caches
 
     zoomed = mask_tag(dataclasses.replace(TINY, crop_zoom=1.5))

@@ -50,7 +50,7 @@ from model.checkpoint import hash_weights, load_checkpoint, save_checkpoint
 from model.configs import SayAnythingConfig
 from model.network import SayAnythingModel
 from model.train.dataset import CACHE_VERSION, ChunkSet, build, latents_path, mask_tag
-from model.train.fewstep import LatentSet, encode_latents, predicted_latents, tune_decoder
+from model.train.fewstep import LatentSet, encode_latents, predicted_latents, rescaled_mask, tune_decoder
 
 log = logging.getLogger("decoder")
 
@@ -76,7 +76,23 @@ def training_chunks(config: SayAnythingConfig, cache: str, clips: int) -> ChunkS
     parts = chunk_caches(cache, clips, mask_tag(config))
     if parts:
         return ChunkSet.concat([ChunkSet.load(p) for p in parts])
+    default = chunk_caches(cache, clips) if config.crop_zoom == 1.0 and config.mask_scale != (1.0, 1.0) else None
+    if default:
+        # a larger mask on whole-face crops: the default-mask chunks with every mask redrawn, as
+        # recipe_v2 derives its latents for --mask-scale (fewstep.remask_latents)
+        chunks = ChunkSet.concat([ChunkSet.load(p) for p in default])
+        return dataclasses.replace(chunks, masks=rescaled_masks(chunks.masks, config))
     return build(config, "train", range(clips), cache)
+
+
+def rescaled_masks(masks: np.ndarray, config: SayAnythingConfig) -> np.ndarray:
+    """Cached default-mask chunk masks (N, L, R, R) redrawn for ``config.mask_scale``
+    (``fewstep.rescaled_mask``, the engine's feather at the model's resolution)."""
+    from stream.config import FaceConfig
+
+    feather = FaceConfig().mask_feather_px * config.resolution_px / 256
+    scale = (float(config.mask_scale[0]), float(config.mask_scale[1]))
+    return np.stack([[rescaled_mask(m, scale, feather) for m in chunk] for chunk in masks])
 
 
 def main(argv: list[str] | None = None) -> int:
