@@ -61,6 +61,10 @@ class FaceConfig:
     mask_feather_px: int = 6
     mask_width_scale: float = 1.0
     mask_height_scale: float = 1.0
+    # the paste's weight is min(1, this x the feathered mask): above 1 the model's pixels are
+    # pasted more fully in the feather, where the input's own mouth (the original speaker's, when
+    # dubbing) is otherwise blended in; the region the model paints is unchanged
+    mask_paste_gain: float = 1.0
     # the mouth at rest (silence) is pasted through the crop window averaged over this many frames
     # either side: the detector's box breathes with the filmed mouth's jaw, and a still mouth
     # pasted through it would bob with the original speaker; 0 pastes through each frame's own
@@ -257,6 +261,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "face.mask_feather_px": (0, 64),
     "face.mask_width_scale": (0.3, 3.0),
     "face.mask_height_scale": (0.3, 3.0),
+    "face.mask_paste_gain": (1.0, 50.0),
     "face.steady_rest_frames": (0, 50),
     "chunk.chunk_frames": (1, 64),
     "chunk.overlap_frames": (0, 32),

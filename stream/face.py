@@ -496,10 +496,12 @@ class FaceCropper:
         size = (x1 - x0, y1 - y0)
         return (x0, y0, x1, y1), self._warp(crop, roi_m, size).astype(np.float32), self._alpha(mask, roi_m, size)
 
-    @staticmethod
-    def _alpha(mask: np.ndarray, roi_m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    def _alpha(self, mask: np.ndarray, roi_m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """The paste's weight over a box: the mask warped to it, times ``mask_paste_gain``, at most 1."""
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        return np.asarray(cv2.warpAffine(mask, roi_m, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0))
+        a = np.asarray(cv2.warpAffine(mask, roi_m, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0))
+        gain = float(self.config.mask_paste_gain)
+        return a if gain == 1.0 else np.minimum(a * gain, 1.0)
 
     @staticmethod
     def _warp(src: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -294,6 +294,28 @@ def test_paste_leaves_pixels_outside_the_mask_bit_exact(frames: list[np.ndarray]
     assert (alpha == 255).sum() > 100
 
 
+def test_a_paste_gain_pastes_the_feather_more_fully_and_touches_no_other_pixel(
+    frames: list[np.ndarray], face: FaceState
+) -> None:
+    # face.mask_paste_gain: the weight is min(1, gain x mask), so the same pixels are touched,
+    # the feather takes more of the crop, and where the mask is at least 1 / gain the crop alone
+    img, crop = frames[0], np.full((R, R, 3), 255, np.uint8)
+    mask = FaceCropper(FaceConfig(), R).mouth_mask(face)
+    got = [FaceCropper(FaceConfig(mask_paste_gain=g), R).warped(img.shape, crop, mask, face) for g in (1.0, 2.0)]
+    assert got[0] is not None and got[1] is not None and got[0][0] == got[1][0]
+    a1, a2 = got[0][2], got[1][2]
+    assert np.array_equal(a1 > 0, a2 > 0) and np.allclose(a2, np.minimum(2 * a1, 1.0))
+    assert ((a1 > 0.05) & (a1 < 0.45)).sum() > 20 and (a2 == 1).sum() > (a1 == 1).sum()
+    # and the paste blends with it: pixels the weight leaves at 0 are bit-exact
+    black = np.zeros_like(img)
+    out = FaceCropper(FaceConfig(mask_paste_gain=2.0), R).paste(black, crop, mask, face)[..., 0]
+    x0, y0, x1, y1 = got[1][0]
+    assert np.array_equal(out[y0:y1, x0:x1], np.rint(255 * a2).astype(np.uint8))
+    outside = np.ones(out.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert not out[outside].any()
+
+
 def test_paste_of_the_frames_own_crop_changes_almost_nothing(frames: list[np.ndarray], face: FaceState) -> None:
     img = frames[0]
     cropper = FaceCropper(FaceConfig(), 256)
