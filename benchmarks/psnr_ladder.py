@@ -67,6 +67,7 @@ class CropModel:
         self.pipe, self.vae = pipe, vae
         self.name = "crop+vae" if vae else "crop"
         self.resolution_px, self.mask_scale, self.crop_zoom = pipe.resolution_px, pipe.mask_scale, pipe.crop_zoom
+        self.paste_gain = pipe.paste_gain
 
     def encode_reference(self, crop: np.ndarray) -> Any:
         return self.pipe.encode_reference(crop)
@@ -92,6 +93,7 @@ class FlatModel:
     def __init__(self, pipe: SayAnythingPipeline, level: int) -> None:
         self.pipe, self.level, self.name = pipe, level, f"flat {level}"
         self.resolution_px, self.mask_scale, self.crop_zoom = pipe.resolution_px, pipe.mask_scale, pipe.crop_zoom
+        self.paste_gain = pipe.paste_gain
 
     def encode_reference(self, crop: np.ndarray) -> Any:
         return self.pipe.encode_reference(crop)

@@ -18,6 +18,7 @@ class IdentityModel:
     name = "identity"
     mask_scale = (1.0, 1.0)
     crop_zoom = 1.0
+    paste_gain = 1.0
 
     def __init__(self, resolution_px: int = 128) -> None:
         self.resolution_px = resolution_px

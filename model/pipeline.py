@@ -191,6 +191,7 @@ class SayAnythingPipeline:
         self.resolution_px = self.config.resolution_px
         self.mask_scale = (float(self.config.mask_scale[0]), float(self.config.mask_scale[1]))
         self.crop_zoom = float(self.config.crop_zoom)
+        self.paste_gain = float(self.config.paste_gain)
         self.detail: DetailNet | None = None  # an enrolled checkpoint's (model/detail.py); the engine pastes with it
         # a distilled student has its guidance folded in: one call per step, no guidance
         self.guidance = 1.0 if self.config.consistency else guidance

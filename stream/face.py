@@ -328,7 +328,12 @@ class FaceCropper:
     """Crops the model's input square, builds the mouth mask, and pastes results back."""
 
     def __init__(
-        self, config: FaceConfig, size_px: int, mask_scale: tuple[float, float] = (1.0, 1.0), zoom: float = 1.0
+        self,
+        config: FaceConfig,
+        size_px: int,
+        mask_scale: tuple[float, float] = (1.0, 1.0),
+        zoom: float = 1.0,
+        paste_gain: float = 1.0,
     ) -> None:
         if not zoom >= 1.0:
             raise ValueError(f"crop zoom {zoom}: must be >= 1 (1 is the whole-face crop)")
@@ -340,6 +345,9 @@ class FaceCropper:
         # (height, width): the model's own mask geometry (``SayAnythingConfig.mask_scale``),
         # multiplied by the user's ``mask_height_scale`` / ``mask_width_scale``
         self.mask_scale = (float(mask_scale[0]), float(mask_scale[1]))
+        # the model's own paste gain (``SayAnythingConfig.paste_gain``), multiplied by the user's
+        # ``mask_paste_gain``: the paste's weight is min(1, both x the feathered mask)
+        self.paste_gain = float(paste_gain) * float(config.mask_paste_gain)
 
     def affine(self, face: FaceState) -> np.ndarray:
         """2x3 map from frame pixels to this cropper's crop pixels. At zoom 1 it is the tracked
@@ -497,11 +505,10 @@ class FaceCropper:
         return (x0, y0, x1, y1), self._warp(crop, roi_m, size).astype(np.float32), self._alpha(mask, roi_m, size)
 
     def _alpha(self, mask: np.ndarray, roi_m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """The paste's weight over a box: the mask warped to it, times ``mask_paste_gain``, at most 1."""
+        """The paste's weight over a box: the mask warped to it, times the paste gain, at most 1."""
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         a = np.asarray(cv2.warpAffine(mask, roi_m, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0))
-        gain = float(self.config.mask_paste_gain)
-        return a if gain == 1.0 else np.minimum(a * gain, 1.0)
+        return a if self.paste_gain == 1.0 else np.minimum(a * self.paste_gain, 1.0)
 
     @staticmethod
     def _warp(src: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -107,7 +107,9 @@ class LipSyncSession:
         self._own_worker = worker is None
         self.tracker = tracker if tracker is not None else FaceTracker(config.face)
         self._own_tracker = tracker is None
-        self.cropper = FaceCropper(config.face, model.resolution_px, model.mask_scale, model.crop_zoom)
+        self.cropper = FaceCropper(
+            config.face, model.resolution_px, model.mask_scale, model.crop_zoom, model.paste_gain
+        )
         self.ring = AudioRing(config.audio.ring_buffer_ms)
         self.audio_in = AudioInput(self.ring)
         self.vad = vad if vad is not None else Vad(config.vad, self.ring)

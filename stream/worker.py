@@ -58,6 +58,8 @@ class LipSyncModel(Protocol):
     mask_scale: tuple[float, float]
     # how much closer than the whole-face crop the model's crop is (1: the whole face)
     crop_zoom: float
+    # the model's weight on its own pixels in the paste's feather (``FaceCropper``; 1: the mask)
+    paste_gain: float
 
     def encode_reference(self, crop: np.ndarray) -> Any:
         """Encode the identity reference (an (R, R, 3) uint8 crop) once per session."""

@@ -62,6 +62,7 @@ class MarkerModel:
     name = "marker"
     mask_scale = (1.0, 1.0)
     crop_zoom = 1.0
+    paste_gain = 1.0
 
     def __init__(
         self,

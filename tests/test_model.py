@@ -646,6 +646,10 @@ def test_checkpoint_round_trip_of_the_config_json(saved: tuple[SayAnythingModel,
     for bad in (0.5, "near"):
         with pytest.raises(ModelError, match="crop_zoom"):
             SayAnythingConfig.from_dict({**json.loads(TINY.to_json()), "crop_zoom": bad})
+    assert SayAnythingConfig.from_dict(json.loads(dataclasses.replace(TINY, paste_gain=2.0).to_json())).paste_gain == 2
+    for bad in (0.5, "full"):
+        with pytest.raises(ModelError, match="paste_gain"):
+            SayAnythingConfig.from_dict({**json.loads(TINY.to_json()), "paste_gain": bad})
 
 
 def _rewrite_weights(folder: str, change: Callable[[dict[str, torch.Tensor]], object]) -> None:

@@ -752,6 +752,18 @@ def test_the_engine_builds_the_mask_the_model_was_trained_with() -> None:
     assert sizes[1][0] > 1.3 * sizes[0][0] and sizes[1][1] > 1.3 * sizes[0][1]
 
 
+def test_the_engine_pastes_with_the_models_paste_gain() -> None:
+    # a model's paste gain (SayAnythingConfig.paste_gain), times the user's face.mask_paste_gain:
+    # the region the model is given is the same, the pasted mouth is whole over more of the frame
+    plain, gained = (mask_sizes("paste_gain", g) for g in (1.0, 2.0))
+    assert gained[0] == plain[0] and gained[1] > 1.2 * plain[1]
+    clock = VirtualClock()
+    model = MarkerModel(clock=clock)
+    model.paste_gain = 2.0
+    run = run_live(model, clock, moving_frames(10), loud_audio(10 / FPS), [], config("face.mask_paste_gain=1.5"))
+    assert run.session.cropper.paste_gain == 3.0
+
+
 def test_the_engine_crops_as_close_as_the_model_was_trained_to() -> None:
     # a model's crop zoom (SayAnythingConfig.crop_zoom): the chunks' masks fill more of the crop,
     # and the region pasted back into the frame stays the same size

@@ -106,6 +106,11 @@ class SayAnythingConfig:
     # 1 is the whole face; above 1 the crop closes in on the lower face (the mask's centre at
     # 2), so the mouth gets zoom^2 more of the model's pixels at the same cost
     crop_zoom: float = 1.0
+    # the engine pastes the model's pixels with weight min(1, paste_gain x face.mask_paste_gain x
+    # the feathered mask): above 1 its pixels replace more of the input's mouth in the feather
+    # (the original speaker's, when dubbing); the region the model paints is unchanged. Measured
+    # with the model, like ``mouth_gain``; 1: the feathered mask as it is
+    paste_gain: float = 1.0
     # channels of the context head after the VAE decoder (``model/vae.py``, ``ContextHead``): a
     # small convolution net at the crop's resolution that corrects the decoded mask region from
     # what the engine has there in pixels, not latents: the input crop around the mask, the mask,
@@ -152,6 +157,8 @@ class SayAnythingConfig:
             ) from None
         if not (isinstance(config.crop_zoom, int | float) and config.crop_zoom >= 1.0):
             raise ModelError(f"model config crop_zoom {config.crop_zoom!r}: must be a number >= 1 (1: the whole face)")
+        if not (isinstance(config.paste_gain, int | float) and config.paste_gain >= 1.0):
+            raise ModelError(f"model config paste_gain {config.paste_gain!r}: must be a number >= 1 (1: off)")
         return config
 
 

@@ -348,13 +348,14 @@ def frame_mask(
     size_px: int,
     mask_scale: tuple[float, float] = (1.0, 1.0),
     zoom: float = 1.0,
+    paste_gain: float = 1.0,
 ) -> np.ndarray:
     """The engine's mouth mask on a still ``image``, in frame pixels, float in [0, 1]: the face
-    tracker and cropper of a session (``mask_scale``, ``zoom``: the model's), and the mask pasted back as
-    the engine pastes a crop."""
+    tracker and cropper of a session (``mask_scale``, ``zoom``, ``paste_gain``: the model's), and
+    the mask pasted back as the engine pastes a crop."""
     from stream.face import FaceCropper, FaceTracker
 
-    tracker, cropper = FaceTracker(config.face), FaceCropper(config.face, size_px, mask_scale, zoom)
+    tracker, cropper = FaceTracker(config.face), FaceCropper(config.face, size_px, mask_scale, zoom, paste_gain)
     try:
         face = None
         for _ in range(10):  # let the tracker's filter settle on the still
@@ -382,7 +383,7 @@ def portrait_scores(image: np.ndarray, clips: list[Clip], config: Any, model: An
     and the texture the engine used."""
     import cv2
 
-    mask = frame_mask(image, config, model.resolution_px, model.mask_scale, model.crop_zoom)
+    mask = frame_mask(image, config, model.resolution_px, model.mask_scale, model.crop_zoom, model.paste_gain)
     region = mask >= 0.5
     core = cv2.erode((mask >= 0.999).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     lab_in = srgb_to_lab(image[region])
