@@ -65,6 +65,9 @@ class FaceConfig:
     # pasted more fully in the feather, where the input's own mouth (the original speaker's, when
     # dubbing) is otherwise blended in; the region the model paints is unchanged
     mask_paste_gain: float = 1.0
+    # eye distances: the paste gain falls off from the mouth point as a Gaussian of this width,
+    # so only the feather near the lips takes more of the model's pixels; 0: the same everywhere
+    mask_paste_radius: float = 0.0
     # the mouth at rest (silence) is pasted through the crop window averaged over this many frames
     # either side: the detector's box breathes with the filmed mouth's jaw, and a still mouth
     # pasted through it would bob with the original speaker; 0 pastes through each frame's own
@@ -262,6 +265,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "face.mask_width_scale": (0.3, 3.0),
     "face.mask_height_scale": (0.3, 3.0),
     "face.mask_paste_gain": (1.0, 50.0),
+    "face.mask_paste_radius": (0.0, 10.0),
     "face.steady_rest_frames": (0, 50),
     "chunk.chunk_frames": (1, 64),
     "chunk.overlap_frames": (0, 32),

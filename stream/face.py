@@ -502,13 +502,31 @@ class FaceCropper:
             return None
         x0, y0, x1, y1, roi_m = box
         size = (x1 - x0, y1 - y0)
-        return (x0, y0, x1, y1), self._warp(crop, roi_m, size).astype(np.float32), self._alpha(mask, roi_m, size)
+        alpha = self._alpha(self.paste_weight(mask, face), roi_m, size)
+        return (x0, y0, x1, y1), self._warp(crop, roi_m, size).astype(np.float32), alpha
 
-    def _alpha(self, mask: np.ndarray, roi_m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """The paste's weight over a box: the mask warped to it, times the paste gain, at most 1."""
+    def paste_weight(self, mask: np.ndarray, face: FaceState) -> np.ndarray:
+        """The paste's weight in crop pixels: ``mask`` times the paste gain, at most 1, so the
+        pixels it touches are the mask's. With ``mask_paste_radius`` the gain falls off with the
+        distance from the mouth point (a Gaussian of that many eye distances): the lips' feather
+        takes the model's pixels, the jaw's and cheeks' keep the input's blend."""
+        if self.paste_gain == 1.0:
+            return mask
+        gain: float | np.ndarray = self.paste_gain
+        r = float(self.config.mask_paste_radius)
+        if r > 0:
+            m = self.affine(face)
+            kp = face.keypoints @ m[:, :2].T + m[:, 2]
+            eye = max(float(np.linalg.norm(kp[LEFT_EYE] - kp[RIGHT_EYE])), 1.0)
+            ys, xs = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]].astype(np.float32)
+            d2 = ((xs - kp[MOUTH][0]) ** 2 + (ys - kp[MOUTH][1]) ** 2) / (r * eye) ** 2
+            gain = 1.0 + (self.paste_gain - 1.0) * np.exp(-d2)
+        return np.minimum(mask * gain, 1.0).astype(np.float32)
+
+    @staticmethod
+    def _alpha(mask: np.ndarray, roi_m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        a = np.asarray(cv2.warpAffine(mask, roi_m, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0))
-        return a if self.paste_gain == 1.0 else np.minimum(a * self.paste_gain, 1.0)
+        return np.asarray(cv2.warpAffine(mask, roi_m, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0))
 
     @staticmethod
     def _warp(src: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -528,7 +546,8 @@ class FaceCropper:
             return out
         x0, y0, x1, y1, roi_m = box
         size = (x1 - x0, y1 - y0)
-        out[y0:y1, x0:x1] = blend(out[y0:y1, x0:x1], source(roi_m, size), self._alpha(mask, roi_m, size))
+        alpha = self._alpha(self.paste_weight(mask, face), roi_m, size)
+        out[y0:y1, x0:x1] = blend(out[y0:y1, x0:x1], source(roi_m, size), alpha)
         return out
 
 

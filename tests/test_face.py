@@ -304,7 +304,9 @@ def test_a_paste_gain_pastes_the_feather_more_fully_and_touches_no_other_pixel(
     got = [FaceCropper(FaceConfig(mask_paste_gain=g), R).warped(img.shape, crop, mask, face) for g in (1.0, 2.0)]
     assert got[0] is not None and got[1] is not None and got[0][0] == got[1][0]
     a1, a2 = got[0][2], got[1][2]
-    assert np.array_equal(a1 > 0, a2 > 0) and np.allclose(a2, np.minimum(2 * a1, 1.0))
+    assert np.array_equal(a1 > 0, a2 > 0) and np.all(a2 >= a1 - 1e-6)
+    gained = FaceCropper(FaceConfig(mask_paste_gain=2.0), R)
+    assert np.array_equal(gained.paste_weight(mask, face), np.minimum(2 * mask, 1.0))
     assert ((a1 > 0.05) & (a1 < 0.45)).sum() > 20 and (a2 == 1).sum() > (a1 == 1).sum()
     # and the paste blends with it: pixels the weight leaves at 0 are bit-exact
     black = np.zeros_like(img)
@@ -314,6 +316,20 @@ def test_a_paste_gain_pastes_the_feather_more_fully_and_touches_no_other_pixel(
     outside = np.ones(out.shape, bool)
     outside[y0:y1, x0:x1] = False
     assert not out[outside].any()
+
+
+def test_a_paste_radius_keeps_the_gain_near_the_lips(face: FaceState) -> None:
+    # face.mask_paste_radius: the gain falls off from the mouth point, so the feather at the lips
+    # takes the crop more fully and the feather at the chin keeps the mask's own blend
+    mask = FaceCropper(FaceConfig(), R).mouth_mask(face)
+    w = FaceCropper(FaceConfig(mask_paste_gain=3.0, mask_paste_radius=0.5), R).paste_weight(mask, face)
+    assert np.array_equal(w > 0, mask > 0) and np.all(w >= mask) and np.all(w <= np.minimum(3 * mask, 1) + 1e-6)
+    kp = to_crop(face, face.keypoints)
+    mx, my = np.round(kp[MOUTH]).astype(int)
+    row = np.nonzero((mask[:, mx] > 0.05) & (mask[:, mx] < 0.5))[0]
+    top, bottom = row.min(), row.max()  # the feather above the lips, and at the chin
+    assert top < my < bottom
+    assert w[top, mx] > 1.5 * mask[top, mx] and w[bottom, mx] < 1.05 * mask[bottom, mx]
 
 
 def test_paste_of_the_frames_own_crop_changes_almost_nothing(frames: list[np.ndarray], face: FaceState) -> None:
