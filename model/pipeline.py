@@ -319,6 +319,15 @@ class SayAnythingPipeline:
         """The scope torch work runs in: one thread when OpenVINO runs the heavy parts."""
         return one_torch_thread() if self._ov is not None else nullcontext()
 
+    def probe_reference(self, reference: Reference) -> Reference | None:
+        """For a model with a context head: ``reference`` without the crop the head reads, so
+        the model draws with its decoder alone. The session renders the reference with it to
+        judge whether the model can draw the face (``model.texture = "auto"``): with the head,
+        the reference itself comes out almost exact whatever the face. None without a head."""
+        if self.model.context_head is None:
+            return None
+        return Reference(reference.id_features)
+
     @torch.inference_mode()
     def encode_reference(self, crop: np.ndarray) -> Any:
         with self._glue():

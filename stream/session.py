@@ -138,6 +138,8 @@ class LipSyncSession:
         # an enrolled checkpoint's personal detail net (model.detail), applied as the model's pixels are pasted
         self._detail = getattr(model, "detail", None) if config.model.detail == "auto" else None
         self._rest_job: cf.Future[JobResult] | None = None
+        # the texture probe of a model whose rest rendering is not one (``_set_reference``)
+        self._probe_job: cf.Future[JobResult] | None = None
         self._last_good: tuple[int, np.ndarray] | None = None  # (frame index, crop)
         # vad.pause_mouth = "held": the model's drawing at the start of the current pause, and
         # whether the frames now leaving are closing into one (speech was drawn in full since)
@@ -234,37 +236,52 @@ class LipSyncSession:
             np.zeros(L, np.float64),
         )
         self._rest_job = self.worker.submit(chunk, self._reference, self.ladder.rung.steps)
+        # a model that corrects its pixels from the reference crop's own error (a context head)
+        # draws the reference itself almost exactly, whether or not it can draw the face: its
+        # texture probe is rendered without that correction (the model's ``probe_reference``)
+        probe = getattr(self.model, "probe_reference", None)
+        probe_ref = probe(self._reference) if probe is not None else None
+        if probe_ref is not None:
+            self._probe_job = self.worker.submit(chunk, probe_ref, self.ladder.rung.steps)
 
     def _rest(self, wait: bool = False) -> np.ndarray | None:
         """The mouth at rest; ``wait`` (offline): wait for the model's rest rendering instead of
         showing the reference still until it is ready, so the output does not depend on timing."""
-        job = self._rest_job
+        job, probe = self._rest_job, self._probe_job
         if job is not None and wait:
-            cf.wait([job])
-        if job is not None and job.done():
-            self._rest_job = None
+            cf.wait([j for j in (job, probe) if j is not None])
+        if job is not None and job.done() and (probe is None or probe.done()):
+            self._rest_job = self._probe_job = None
             if job.exception() is None:
                 self._rest_crop = self._rest_render = job.result().frames[0]
-                self._choose_texture()
+                drawn = probe.result().frames[0] if probe is not None and probe.exception() is None else None
+                self._choose_texture(self._rest_render if drawn is None else drawn)
         return self._rest_crop
 
-    def _choose_texture(self) -> None:
+    def _choose_texture(self, probe: np.ndarray) -> None:
         """Compare the model's rendering of the reference at rest with the reference itself, over
         the mask: the per-channel median difference is the model's colour cast on this face (e.g.
         its training characters' palette), and what remains after taking it off (mean CIELAB
         delta-E) is what the model cannot draw. With ``model.match_colour`` the cast is taken off
         the model's pixels from then on. With ``model.texture = "auto"``, a face whose remainder is
         beyond ``model.texture_auto_delta_e`` (the texture of a photograph, for a model trained on
-        rendered characters) takes the "reference" texture, any other face the model's pixels."""
+        rendered characters) takes the "reference" texture, any other face the model's pixels.
+        ``probe``: the rendering that decides: the rest rendering, or for a model with a context
+        head the same rendering without the head (``_set_reference``); the colour cast is always
+        the rest rendering's, which is what is pasted."""
         assert self._rest_render is not None and self._ref_crop is not None
         crop, mask = self._ref_crop
         region = mask >= 0.5
         if not region.any():
             return
-        offset = np.median(crop[region].astype(np.float32) - self._rest_render[region].astype(np.float32), axis=0)
+
+        def cast(img: np.ndarray) -> np.ndarray:
+            return np.median(crop[region].astype(np.float32) - img[region].astype(np.float32), axis=0)
+
+        offset = cast(self._rest_render)
         self.stats.colour_offset = [float(v) for v in offset]
-        self.stats.rest_delta_e_raw = mean_delta_e(self._rest_render, crop, region)
-        de = mean_delta_e(shift_colour(self._rest_render, offset), crop, region)
+        self.stats.rest_delta_e_raw = mean_delta_e(probe, crop, region)
+        de = mean_delta_e(shift_colour(probe, cast(probe)), crop, region)
         self.stats.rest_delta_e = de
         if self.config.model.match_colour:
             self._colour_offset = offset

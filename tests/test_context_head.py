@@ -47,6 +47,26 @@ def test_an_untrained_head_changes_nothing_and_a_trained_one_only_the_mask() -> 
     assert np.array_equal(got[~inside], chunks.inputs[0][~inside])  # outside the mask: the input, exact
 
 
+def test_the_texture_probe_of_a_headed_model_is_its_decoder_alone() -> None:
+    # probe_reference: the session's texture probe (model.texture = "auto") renders without the
+    # head, exactly as the same weights without a head draw; a model without a head has no probe
+    torch.manual_seed(0)
+    config = _config()
+    plain = SayAnythingModel(config).eval()
+    headed = _with_head(plain)
+    with torch.no_grad():
+        headed.context_head.conv_out.bias.fill_(0.5)  # type: ignore[union-attr]
+    chunks = _chunkset(1, config)
+    pipes = [SayAnythingPipeline(m, runtime="torch", reuse_overlap=False) for m in (plain, headed)]
+    assert pipes[0].probe_reference(pipes[0].encode_reference(chunks.reference[0])) is None
+    ref = pipes[1].encode_reference(chunks.reference[0])
+    probe = pipes[1].probe_reference(ref)
+    assert probe is not None and probe.pixels is None and probe.latent is None
+    want = pipes[0].generate(_model_chunk(chunks, 0), pipes[0].encode_reference(chunks.reference[0]), 1)
+    assert np.array_equal(pipes[1].generate(_model_chunk(chunks, 0), probe, 1), want)
+    assert not np.array_equal(pipes[1].generate(_model_chunk(chunks, 0), ref, 1), want)
+
+
 def test_the_head_reads_the_input_around_the_mask_and_the_reference_error() -> None:
     torch.manual_seed(0)
     head = ContextHead(8)

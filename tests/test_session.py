@@ -574,6 +574,39 @@ def test_texture_auto_takes_the_reference_only_when_the_model_cannot_draw_the_fa
     assert spoken and all(np.abs(np.median(o.frame.image[core]) - level) <= 2 for o in spoken)  # the model's pixels
 
 
+class CopiesTheReference(MarkerModel):
+    """Like a model with a context head on a face it cannot draw: the reference rendered with the
+    head comes out exact (the head adds the reference's own error back), without it the marker's
+    grey; ``probe_reference`` gives the reference without the head."""
+
+    def probe_reference(self, reference: Any) -> Any:
+        return ("plain", reference)
+
+    def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+        out = super().generate(chunk, reference, steps)
+        plain = isinstance(reference, tuple)
+        return out if plain or chunk.speech.any() else chunk.frames.copy()
+
+
+def test_texture_auto_judges_a_head_model_by_its_rendering_without_the_head() -> None:
+    # a context head draws the reference itself almost exactly, whether or not the model can draw
+    # the face: "auto" decides on the probe rendered without it, and the rest mouth is still the
+    # rendering with it
+    n = 60
+    clock = VirtualClock()
+    model = CopiesTheReference(clock=clock)
+    run = run_live(model, clock, moving_frames(n), ramp_audio(n / FPS, 0.15, 0.15), [(0.2, 0.8)], load(None, []))
+    stats = run.session.stats
+    assert stats.texture == "reference" and stats.rest_delta_e > load(None, []).model.texture_auto_delta_e
+    assert np.array_equal(run.session._rest_render, model.calls[0].frames[0])  # the rendering with the head
+    assert not model.calls[1].speech.any() and np.array_equal(model.calls[1].frames, model.calls[0].frames)
+    # a model without a probe is judged by its rest rendering, as before
+    clock = VirtualClock()
+    audio = ramp_audio(n / FPS, 0.15, 0.15)
+    run = run_live(DrawsTheFace(clock=clock), clock, moving_frames(n), audio, [], load(None, []))
+    assert run.session.stats.texture == "model"
+
+
 def test_texture_reference_rests_on_the_most_closed_mouth_of_the_first_seconds() -> None:
     """Texture "reference" shows the reference frame's mouth at rest, and so does
     ``vad.pause_mouth = "frame"`` with the model's own texture. A clip that starts mid-word (here:
