@@ -2,13 +2,15 @@
 fine-tuned within the budget, scored on the held-out last 20 % of the clip against the shipped
 (generic) model, in the same run.
 
-    python benchmarks/enrol.py [--seconds 60] [--minutes 12] [--seed 11] [--write]
+    python benchmarks/enrol.py [--seconds 60] [--minutes 12] [--seed 11] [--also KEY=VALUE ...] [--write]
 
 The clip is rendered from a held-out character style and voice (``test`` split) so the truth
 is known: the held-out stretch is dubbed as in ``eval`` (the input video shows an unrelated
 mouth track, the clip's own speech drives it) through the real engine, and scored by
 analysis by synthesis (openness correlation with the truth) and mouth PSNR / SSIM against the
 true frames. Wall time covers everything ``enrol`` does (prepare, scoring, fine-tuning, saving).
+``--also KEY=VALUE`` scores the shipped and the enrolled model once more each with that engine
+setting (for example ``face.mask_paste_gain=2``), on the same held-out stretch.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from model.train.realtrain import DETAIL_SHARE, PARTS, enrol, print_progress  # 
 from model.train.synth import FPS, SAMPLE_RATE_HZ, Clip, make_clip, rerender, write_clip_video  # noqa: E402
 from stream.bench import machine  # noqa: E402
 from stream.config import load  # noqa: E402
+from stream.errors import ConfigError  # noqa: E402
 
 
 def long_clip(seed: int, seconds: float) -> Clip:
@@ -78,8 +81,19 @@ def main() -> int:
     ap.add_argument("--parts", default="appearance", choices=PARTS, help="what enrol trains")
     ap.add_argument("--decoder-share", type=float, default=0.5, help="the share of the training time the decoder gets")
     ap.add_argument("--detail-share", type=float, default=DETAIL_SHARE, help="the detail net's share of the time")
+    ap.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="score the shipped and the enrolled model again with these engine settings (all of them together)",
+    )
     ap.add_argument("--write", action="store_true", help="append the result to BENCHMARKS.md")
     args = ap.parse_args()
+    try:  # a bad setting is refused before the clip is made and enrolled
+        load(None, args.also)
+    except ConfigError as e:
+        raise SystemExit(f"--also: {e}") from None
     clip = long_clip(args.seed, args.seconds)
     work = tempfile.mkdtemp(prefix="enrol_bench_")
     video = write_clip_video(clip, os.path.join(work, "me.mp4"))
@@ -100,6 +114,9 @@ def main() -> int:
     runs = [("shipped", []), ("enrolled", [f"model.checkpoint={out}"])]
     if report["detail"] and report["detail"]["kept"]:
         runs.append(("enrolled, detail off", [f"model.checkpoint={out}", "model.detail=off"]))
+    if args.also:
+        tag = ", ".join(args.also)
+        runs += [(f"shipped, {tag}", list(args.also)), (f"enrolled, {tag}", [f"model.checkpoint={out}", *args.also])]
     for name, sets in runs:
         cfg = load(None, ["model.steps=1", *sets])
         model = load_model(cfg)
