@@ -237,10 +237,11 @@ class LipSyncSession:
         )
         self._rest_job = self.worker.submit(chunk, self._reference, self.ladder.rung.steps)
         # a model that corrects its pixels from the reference crop's own error (a context head)
-        # draws the reference itself almost exactly, whether or not it can draw the face: its
-        # texture probe is rendered without that correction (the model's ``probe_reference``)
+        # draws the reference itself almost exactly, whether or not it can draw the face: with
+        # texture "auto" its probe is rendered without that correction (``probe_reference``)
         probe = getattr(self.model, "probe_reference", None)
-        probe_ref = probe(self._reference) if probe is not None else None
+        auto = self.config.model.texture == "auto"
+        probe_ref = probe(self._reference) if probe is not None and auto else None
         if probe_ref is not None:
             self._probe_job = self.worker.submit(chunk, probe_ref, self.ladder.rung.steps)
 
