@@ -43,7 +43,13 @@ from model.train.speech import ESpeak  # noqa: E402
 from model.train.synth import cycled, make_clip, rerender  # noqa: E402
 from stream.config import load  # noqa: E402
 
-DEV_SEED = 50_000
+DEV_SEED = psnr_ladder.DEV_SEED
+
+
+def se(v: Any) -> Any:
+    """Standard error of the mean over clips (axis 0)."""
+    a = np.asarray(v, np.float64)
+    return a.std(axis=0, ddof=1) / np.sqrt(len(a))
 
 
 class TrackerFeed:
@@ -100,9 +106,6 @@ def paired(args: argparse.Namespace, cfg: Any, pipe: SayAnythingPipeline, engine
         print(f"clip {i}: slope {slopes[-1]:+.3f}  |out 1 - out 2| pasted fully {full[-1]:.2f}, feather "
               f"{feather[-1]:.2f}", flush=True)  # fmt: skip
 
-    def se(v: list[float]) -> float:
-        return float(np.std(v, ddof=1) / np.sqrt(len(v)))
-
     print(
         f"{args.checkpoint}, {args.clips} development clips: paired slope {np.mean(slopes):+.3f} +- {se(slopes):.3f} "
         f"(median {np.median(slopes):+.3f}); |out 1 - out 2| where pasted fully {np.mean(full):.2f} +- {se(full):.2f}, "
@@ -141,11 +144,10 @@ def main() -> int:
         print(f"clip {i}: " + "  ".join(f"{k} {np.round(v[-1], 3).tolist()}" for k, v in rows.items()), flush=True)
     print(f"{args.checkpoint}, {args.clips} development clips; coefficients of the read-out openness:")
     for name, v in rows.items():
-        a = np.asarray(v)
-        se = a.std(axis=0, ddof=1) / np.sqrt(len(a))
+        a, e = np.asarray(v), se(v)
         print(
-            f"  {name}: truth {a[:, 0].mean():.3f}  A, the mask's track {a[:, 1].mean():+.3f} +- {se[1]:.3f}  "
-            f"B, the pixels' track {a[:, 2].mean():+.3f} +- {se[2]:.3f}"
+            f"  {name}: truth {a[:, 0].mean():.3f}  A, the mask's track {a[:, 1].mean():+.3f} +- {e[1]:.3f}  "
+            f"B, the pixels' track {a[:, 2].mean():+.3f} +- {e[2]:.3f}"
         )
     return 0
 

@@ -368,14 +368,18 @@ class FaceCropper:
             image, m, (self.size_px, self.size_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
 
+    def keypoints(self, face: FaceState) -> np.ndarray:
+        """``face``'s keypoints in this cropper's crop pixels."""
+        m = self.affine(face)
+        return face.keypoints @ m[:, :2].T + m[:, 2]
+
     def mouth_darkness(self, crop: np.ndarray, mask: np.ndarray, face: FaceState) -> float:
         """How open the mouth in ``crop`` looks, from its pixels alone: the share of a box around
         the mouth (0.8 x 0.6 eye distances) darker than half the median brightness of the
         lower-face ``mask``. An open mouth shows its dark inside, a closed one only the line
         between the lips. For comparing frames of one face, not faces with each other."""
         n = self.size_px
-        m = self.affine(face)
-        kp = face.keypoints @ m[:, :2].T + m[:, 2]
+        kp = self.keypoints(face)
         eye = float(np.linalg.norm(kp[LEFT_EYE] - kp[RIGHT_EYE]))
         cx, cy = (float(v) for v in kp[MOUTH])
         x0, x1 = max(0, round(cx - 0.4 * eye)), min(n, round(cx + 0.4 * eye) + 1)
@@ -396,8 +400,7 @@ class FaceCropper:
         the jaw moves with the opening: ``model/README.md``).
         """
         n = self.size_px
-        m = self.affine(face)
-        kp = face.keypoints @ m[:, :2].T + m[:, 2]
+        kp = self.keypoints(face)
         eye_dist = float(np.linalg.norm(kp[LEFT_EYE] - kp[RIGHT_EYE]))
         nose, mouth = kp[NOSE], kp[MOUTH]
         nm = max(float(np.linalg.norm(mouth - nose)), 1.0)
@@ -515,8 +518,7 @@ class FaceCropper:
         gain: float | np.ndarray = self.paste_gain
         r = float(self.config.mask_paste_radius)
         if r > 0:
-            m = self.affine(face)
-            kp = face.keypoints @ m[:, :2].T + m[:, 2]
+            kp = self.keypoints(face)
             eye = max(float(np.linalg.norm(kp[LEFT_EYE] - kp[RIGHT_EYE])), 1.0)
             ys, xs = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]].astype(np.float32)
             d2 = ((xs - kp[MOUTH][0]) ** 2 + (ys - kp[MOUTH][1]) ** 2) / (r * eye) ** 2

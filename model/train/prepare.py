@@ -219,8 +219,7 @@ def _frames(path: str) -> Iterator[tuple[float, np.ndarray]]:
 
 
 def crop_keypoints(face: FaceState, cropper: FaceCropper) -> np.ndarray:
-    m = cropper.affine(face)
-    return (face.keypoints @ m[:, :2].T + m[:, 2]).astype(np.float32)
+    return cropper.keypoints(face).astype(np.float32)
 
 
 def mouth_darkness(crop: np.ndarray, kp: np.ndarray) -> float:
