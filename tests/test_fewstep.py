@@ -568,6 +568,10 @@ def test_recipe_v2_refuses_a_bad_crop_zoom_or_guidance_target_before_any_work(tm
         main(["--guidance-target", "1.5", "--out", out, "--cache", str(tmp_path)])
     with pytest.raises(SystemExit, match="--swap-inputs: needs --film-from CHECKPOINT --mouth-only"):
         main(["--swap-inputs", "--out", out, "--cache", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--response-weight: needs --film-from CHECKPOINT --mouth-only"):
+        main(["--response-weight", "2", "--out", out, "--cache", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--response-weight -1.0: must be >= 0"):
+        main(["--response-weight", "-1", "--out", out, "--cache", str(tmp_path)])
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
 
 

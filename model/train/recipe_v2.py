@@ -251,6 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pixel-weight", type=float, default=0.0, help="weight of the pixel L1 on the mask box")
     ap.add_argument("--delta-weight", type=float, default=0.0, help="weight of the frame-to-frame difference loss")
     ap.add_argument(
+        "--response-weight",
+        type=float,
+        default=0.0,
+        help="--film-from with --mouth-only: hold the denoiser's response to the mouth (its estimate minus the "
+        "same with the mouth closed) to the starting model's with this weight, while the plain loss to the "
+        "truth adapts the rest (more characters learnt without unlearning the folded mouth guidance)",
+    )
+    ap.add_argument(
         "--guidance-target",
         type=float,
         default=1.0,
@@ -267,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.crop_zoom >= 1.0:
         raise SystemExit(f"--crop-zoom {args.crop_zoom}: must be >= 1 (1 is the whole-face crop)")
+    if not args.response_weight >= 0.0:
+        raise SystemExit(f"--response-weight {args.response_weight}: must be >= 0 (0 leaves the response free)")
     if args.crop_zoom != 1.0 and args.mask_scale:
         raise SystemExit("--crop-zoom and --mask-scale: use one of them (the mask redraw needs whole-face crops)")
     for option, given, why in (
@@ -274,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--guidance-target", args.guidance_target != 1.0, "the model it is folded into"),
         ("--add-head-from", args.add_head_from, "the head is added to it"),
         ("--swap-inputs", args.swap_inputs, "the model whose estimates are the target"),
+        ("--response-weight", args.response_weight > 0, "the model whose response is kept"),
     ):
         if given and not (args.film_from and args.mouth_only):
             raise SystemExit(f"{option}: needs --film-from CHECKPOINT --mouth-only ({why})")
@@ -352,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         lr=args.lr,
         guidance_target=args.guidance_target,
         swap_inputs=args.swap_inputs,
+        response_weight=args.response_weight,
     )
     if args.guidance_target != 1.0:  # folded in: the trained model runs once
         model.config = dataclasses.replace(model.config, mouth_guidance=1.0)
