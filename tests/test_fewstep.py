@@ -437,6 +437,27 @@ def test_predicted_latents_are_what_the_engine_decodes_and_tune_the_decoder(tmp_
     assert changed and all(k.startswith(("vae.model.decoder.", "vae.model.post_quant_conv.")) for k in changed)
 
 
+def test_predicted_latents_from_the_true_mouth_ignore_the_audio() -> None:
+    """``true_mouth=True``: the estimate is made from the chunk's true mouth parameters (through
+    the model's own mouth tokens and FiLM), so other audio gives the same estimate and another
+    true mouth a different one; a model that does not hear the mouth parameters alone is refused."""
+    from model.train.fewstep import predicted_latents
+
+    c = _config()
+    config = dataclasses.replace(c, mouth_film=True, audio=dataclasses.replace(c.audio, mouth_only=True))
+    torch.manual_seed(0)
+    model = SayAnythingModel(config).eval()
+    latents = encode_latents(model, _chunkset(2, config))
+    base = predicted_latents(model, latents, true_mouth=True)
+    other_audio = dataclasses.replace(latents, audio=np.flip(latents.audio, axis=0).copy())
+    np.testing.assert_array_equal(predicted_latents(model, other_audio, true_mouth=True), base)
+    assert not np.array_equal(predicted_latents(model, other_audio), predicted_latents(model, latents))
+    other_mouth = dataclasses.replace(latents, mouth=latents.mouth + np.float32(0.5))
+    assert not np.allclose(predicted_latents(model, other_mouth, true_mouth=True), base, atol=1e-3)
+    with pytest.raises(ValueError, match="needs a mouth_only model"):
+        predicted_latents(SayAnythingModel(_config()).eval(), latents, true_mouth=True)
+
+
 def test_decoder_tuning_without_true_context_sees_the_truth_only_inside_the_mask() -> None:
     """``true_context=False``: a true-latent step decodes the truth inside the mask and the
     model's estimate around it (the context the engine's decoder gets when dubbing)."""

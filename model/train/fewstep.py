@@ -595,14 +595,23 @@ def _save(model: SayAnythingModel, ema: SayAnythingModel, opt: torch.optim.Optim
 
 @torch.no_grad()
 def predicted_latents(
-    model: SayAnythingModel, latents: LatentSet, batch: int = 16, seed: int = 0, shared_noise: bool = True
+    model: SayAnythingModel,
+    latents: LatentSet,
+    batch: int = 16,
+    seed: int = 0,
+    shared_noise: bool = True,
+    true_mouth: bool = False,
 ) -> np.ndarray:
     """The model's own one-step estimates of ``latents``' clean latents (float16, the shape of
     ``latents.target``), sampled as the engine samples a chunk at one step: noise at sigma_max,
     the reference through the ID-guider, the audio through the audio encoder with the model's
     ``mouth_gain``, and the engine's starting noise (the pipeline draws the same noise from
     ``seed`` for every chunk, and with ``shared_noise``, its default, one draw for every frame).
-    What the engine's decoder is actually given."""
+    What the engine's decoder is actually given. ``true_mouth``: the chunk's true mouth parameters
+    instead of the audio head's (a ``mouth_only`` model; a diagnostic of the rendering alone)."""
+    enc = model.audio_encoder
+    if true_mouth and not (isinstance(enc, MouthAudioEncoder) and enc.config.mouth_only):
+        raise ValueError("predicted_latents(true_mouth=True): needs a mouth_only model")
     was = model.training
     model.eval()
     dev = next(model.parameters()).device
@@ -613,7 +622,11 @@ def predicted_latents(
     try:
         for k in range(0, len(latents), batch):
             b = _tensors(latents.take(slice(k, k + batch)), dev)
-            tokens, mouth = model.audio_conditions(b["audio"])
+            if true_mouth:
+                mouth = b["mouth"]
+                tokens = enc.tokens_from_mouth(mouth)
+            else:
+                tokens, mouth = model.audio_conditions(b["audio"])
             cond = Conditions(b["masked"], b["mask"], tokens, model.id_guider(b["reference"]), mouth)
             x = noise.expand_as(b["target"]).to(dev)
             d = model.denoise(x, torch.full((x.shape[0],), smax, device=dev), cond)
