@@ -81,8 +81,8 @@ def main() -> int:
     lat_file = latents_path(args.cache, args.train_clips, model.config)
     if not os.path.isfile(lat_file):
         raise SystemExit(
-            f"--train-clips {args.train_clips}: no latents at {lat_file}; build them with "
-            f"python -m model.train.recipe_v2 --clips {args.train_clips} --cache {args.cache} (or pass --cache)"
+            f"--train-clips {args.train_clips}: no latents at {lat_file}; pass the --cache of a recipe_v2 run "
+            f"with --clips {args.train_clips} (the run caches them)"
         )
     t0 = time.time()
     lat = LatentSet.load(lat_file)
