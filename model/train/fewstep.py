@@ -610,7 +610,8 @@ def predicted_latents(
     What the engine's decoder is actually given. ``true_mouth``: the chunk's true mouth parameters
     instead of the audio head's (a ``mouth_only`` model; a diagnostic of the rendering alone)."""
     enc = model.audio_encoder
-    if true_mouth and not (isinstance(enc, MouthAudioEncoder) and enc.config.mouth_only):
+    heard = enc if isinstance(enc, MouthAudioEncoder) and enc.config.mouth_only else None
+    if true_mouth and heard is None:
         raise ValueError("predicted_latents(true_mouth=True): needs a mouth_only model")
     was = model.training
     model.eval()
@@ -622,9 +623,10 @@ def predicted_latents(
     try:
         for k in range(0, len(latents), batch):
             b = _tensors(latents.take(slice(k, k + batch)), dev)
-            if true_mouth:
+            mouth: torch.Tensor | None
+            if true_mouth and heard is not None:
                 mouth = b["mouth"]
-                tokens = enc.tokens_from_mouth(mouth)
+                tokens = heard.tokens_from_mouth(mouth)
             else:
                 tokens, mouth = model.audio_conditions(b["audio"])
             cond = Conditions(b["masked"], b["mask"], tokens, model.id_guider(b["reference"]), mouth)
