@@ -48,7 +48,24 @@ def _openvino() -> Any:
         raise ModelError(
             f"model runtime 'openvino' is not installed ({e}): reinstall sayanything-live, or set model.runtime=torch"
         ) from None
+    no_telemetry()
     return openvino
+
+
+def no_telemetry() -> None:
+    """Keep OpenVINO's model converter from reporting anything.
+
+    Unless the user has opted out with its own tool, the converter sends usage events about each
+    conversion to Google Analytics; it runs without its opt-in dialog, so nobody is asked. It
+    sends them from a process that it forks in a worker thread. The engine sends nothing anywhere.
+    That fork can also deadlock: a CI run hung at exit when a child forked while PyAV's slice
+    threads were live waited forever on one of their condition variables, and pytest waited for
+    the child. The converter's modules hold their telemetry module as ``tm``, falling back to
+    their own no-op stub when the telemetry package is missing; the stub is put in its place."""
+    from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils, utils
+
+    for module in (convert_impl, telemetry_utils, utils):
+        module.tm = telemetry_stub  # type: ignore[attr-defined]
 
 
 def native_bf16() -> bool:

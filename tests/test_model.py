@@ -304,6 +304,20 @@ def test_openvino_runtime_matches_torch_in_float32_and_bfloat16_stays_close() ->
     assert generate(f32, one).shape == one.frames.shape
 
 
+def test_openvino_conversion_sends_no_telemetry(monkeypatch) -> None:  # noqa: ANN001
+    """OpenVINO's converter reports each conversion to Google Analytics (8 events for one small
+    module, from a process it forks in a worker thread) unless the user opted out with its own
+    tool; the engine's OpenVINO runtime turns that off (``model.ov.no_telemetry``)."""
+    from openvino_telemetry.backend import backend_ga4
+
+    from model.ov import _openvino
+
+    sent: list[object] = []
+    monkeypatch.setattr(backend_ga4.GA4Backend, "send", lambda self, message: sent.append(message))
+    _openvino().convert_model(torch.nn.Linear(2, 2), example_input=torch.zeros(1, 2))
+    assert sent == []
+
+
 def test_openvino_conversion_is_kept_and_keyed_by_the_weights(tmp_path, monkeypatch, caplog) -> None:  # noqa: ANN001
     import logging
 
