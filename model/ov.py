@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import threading
 import warnings
 from typing import Any
@@ -42,6 +43,7 @@ PRECISIONS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 
 
 def _openvino() -> Any:
+    hide_telemetry()
     try:
         import openvino
     except ImportError as e:  # pragma: no cover - openvino is a pinned dependency
@@ -52,20 +54,36 @@ def _openvino() -> Any:
     return openvino
 
 
-def no_telemetry() -> None:
-    """Keep OpenVINO's model converter from reporting anything.
+TELEMETRY = ("openvino_telemetry", "openvino_telemetry.backend", "openvino_telemetry.backend.backend_ga4")
 
-    Unless the user has opted out with its own tool, the converter sends usage events about each
-    conversion to Google Analytics; it runs without its opt-in dialog, so nobody is asked. It
-    sends them from a process that it forks in a worker thread. The engine sends nothing anywhere.
-    That fork can also deadlock: a CI run hung at exit when a child forked while PyAV's slice
-    threads were live waited forever on one of their condition variables, and pytest waited for
-    the child. The converter's modules hold their telemetry module as ``tm``, falling back to
-    their own no-op stub when the telemetry package is missing; the stub is put in its place."""
+
+def hide_telemetry() -> None:
+    """Keep OpenVINO from reporting anything: call before ``import openvino``.
+
+    Unless the user has opted out with its own tool, OpenVINO sends usage events to Google
+    Analytics: one when the package is imported, and eight more for each model conversion. Its
+    converter runs without the opt-in dialog, so nobody is asked. The events are sent from a
+    process forked in a worker thread. The engine sends nothing anywhere. That fork can also
+    deadlock: a CI run hung at exit when a child, forked while PyAV's slice threads were live,
+    waited forever on one of their condition variables, and pytest waited for the child. OpenVINO
+    falls back to its own no-op stub where its telemetry package cannot be imported, so the
+    package is marked as not importable in this process (``sys.modules[name] = None``)."""
+    if "openvino_telemetry" not in sys.modules:
+        for name in TELEMETRY:
+            sys.modules[name] = None  # type: ignore[assignment]
+
+
+def no_telemetry() -> None:
+    """The same for an OpenVINO imported before ``hide_telemetry`` ran: its converter's modules
+    hold their telemetry module as ``tm``, and the no-op stub is put in its place (the event sent
+    on import has gone by then)."""
     from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils, utils
 
     for module in (convert_impl, telemetry_utils, utils):
         module.tm = telemetry_stub  # type: ignore[attr-defined]
+
+
+hide_telemetry()
 
 
 def native_bf16() -> bool:
