@@ -83,9 +83,6 @@ def no_telemetry() -> None:
         module.tm = telemetry_stub  # type: ignore[attr-defined]
 
 
-hide_telemetry()
-
-
 def native_bf16() -> bool:
     """Whether OpenVINO's CPU plugin runs bfloat16 natively on this CPU (AVX-512 BF16 or AMX)."""
     return "BF16" in _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
