@@ -20,7 +20,6 @@ own voice drives their own video: nothing the model sees contradicts the audio t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -36,7 +35,7 @@ sys.path.insert(0, ROOT)
 from model import load_model  # noqa: E402
 from model.train.evaluate import engine_output, laplacian, mouth_box, score  # noqa: E402
 from model.train.realtrain import DETAIL_SHARE, PARTS, enrol, print_progress  # noqa: E402
-from model.train.synth import FPS, SAMPLE_RATE_HZ, Clip, make_clip, rerender, write_clip_video  # noqa: E402
+from model.train.synth import FPS, Clip, clip_span, make_clip, rerender, write_clip_video  # noqa: E402
 from stream.bench import machine  # noqa: E402
 from stream.config import load  # noqa: E402
 from stream.errors import ConfigError  # noqa: E402
@@ -49,21 +48,6 @@ def long_clip(seed: int, seconds: float) -> Clip:
         if clip.duration_s >= seconds:
             return clip
         n = int(n * seconds / clip.duration_s) + 1
-
-
-def tail(clip: Clip, start: int) -> Clip:
-    """The clip from frame ``start`` on."""
-    a = start * SAMPLE_RATE_HZ // FPS
-    return dataclasses.replace(
-        clip,
-        frames=clip.frames[start:],
-        audio=clip.audio[a:],
-        mouth=clip.mouth[start:],
-        keypoints=clip.keypoints[start:],
-        speech=clip.speech[start:],
-        poses=clip.poses[start:],
-        blinks=clip.blinks[start:],
-    )
 
 
 def sharpness(frames: np.ndarray, clip: Clip) -> float:
@@ -108,12 +92,9 @@ def main() -> int:
                    decoder_share=args.decoder_share, detail_share=args.detail_share)  # fmt: skip
     wall = time.perf_counter() - t0
     start = int(round(report["held_out_from_s"] * FPS))
-    held = tail(clip, start)
-    other = tail(make_clip(args.seed + 1000, "test", sentences=(8, 8)), 0)
-    n = min(len(held.frames), len(other.mouth))
-    held = tail(dataclasses.replace(held, frames=held.frames[:n], mouth=held.mouth[:n], keypoints=held.keypoints[:n],
-                                    speech=held.speech[:n], poses=held.poses[:n], blinks=held.blinks[:n],
-                                    audio=held.audio[: n * SAMPLE_RATE_HZ // FPS]), 0)  # fmt: skip
+    other = make_clip(args.seed + 1000, "test", sentences=(8, 8))
+    held = clip_span(clip, start, start + len(other.mouth))
+    n = len(held.frames)
     inp = rerender(held, other.mouth[:n])
     rows = {}
     runs = [("shipped", []), ("enrolled", [f"model.checkpoint={out}"])]

@@ -120,7 +120,8 @@ class ModelConfig:
     texture: Literal["auto", "model", "reference"] = "auto"
     texture_auto_delta_e: float = 14.0
     # texture "reference" shows the reference frame's mouth at rest: the frame with the most
-    # closed-looking mouth (FaceCropper.mouth_darkness) of the face's first this many seconds
+    # closed-looking mouth (FaceCropper.mouth_darkness) of the face's first this many seconds; at
+    # their end "auto" decides again on that frame, if it is not the first (a stream cut mid-word)
     reference_window_s: float = 2.0
     # the model's pixels shifted by the median colour difference between the reference crop and
     # the model's rendering of it at rest (over the mask): the person's colours, not the model's

@@ -134,6 +134,12 @@ class LipSyncSession:
         self._ref_crop: tuple[np.ndarray, np.ndarray] | None = None  # (crop, mask) of the reference
         self._ref_dark = 0.0  # FaceCropper.mouth_darkness of _ref_frame
         self._ref_until_s = 0.0  # _ref_frame may still move to a more closed mouth until then
+        self._ref_first = 0  # the frame index of the first face (the model's reference)
+        # texture "auto" is decided first on the first face, whose mouth may be open (a stream that
+        # starts mid-word): once model.reference_window_s is over, if the most closed-looking mouth
+        # of it is another frame, the decision is made again on that frame (``_close_ref_window``)
+        self._ref_window_open = False
+        self._texture_job: tuple[cf.Future[JobResult], np.ndarray, np.ndarray] | None = None
         self._colour_offset: np.ndarray | None = None  # model.match_colour: RGB added to the model's pixels
         # an enrolled checkpoint's personal detail net (model.detail), applied as the model's pixels are pasted
         self._detail = getattr(model, "detail", None) if config.model.detail == "auto" else None
@@ -180,15 +186,18 @@ class LipSyncSession:
                 self._ref_shape = face.shape()
                 self._ref_dark = self.cropper.mouth_darkness(slot.crop, slot.mask, face)
                 self._ref_until_s = frame.time_s + self.config.model.reference_window_s
-                self.stats.reference_frame = self._n_frames
-            elif frame.time_s < self._ref_until_s and (self._texture != "model" or self._rest_is_frame):
-                # texture "reference" shows this frame's mouth at rest: take the most closed-looking
-                # mouth of the face's first seconds (a dubbed clip may start mid-word); the model's
-                # own texture (configured, or chosen by "auto") never shows it, so it is not measured
+                self._ref_first = self.stats.reference_frame = self._n_frames
+                self._ref_window_open = True
+            elif frame.time_s < self._ref_until_s and (self.config.model.texture != "model" or self._rest_is_frame):
+                # texture "reference" shows this frame's mouth at rest, and "auto" decides on it:
+                # take the most closed-looking mouth of the face's first seconds (a dubbed clip may
+                # start mid-word); the configured "model" texture never shows it, so it is not measured
                 dark = self.cropper.mouth_darkness(slot.crop, slot.mask, face)
                 if dark < self._ref_dark - 0.05:
                     self._ref_frame, self._ref_dark = (img.copy(), face), dark
                     self.stats.reference_frame = self._n_frames
+        if self._ref_window_open and frame.time_s >= self._ref_until_s:
+            self._close_ref_window()
         t2 = time.perf_counter()
         self.stats.stage_ms["face"] += (t1 - t0) * 1000
         self.stats.stage_ms["crop"] += (t2 - t1) * 1000
@@ -219,6 +228,8 @@ class LipSyncSession:
         self.audio_in.close()
         self.vad.update()
         self._finished = True
+        if self._ref_window_open:
+            self._close_ref_window()
         self._plan_chunks()
 
     # -- reference & rest mouth ------------------------------------------------------
@@ -226,24 +237,53 @@ class LipSyncSession:
         self._reference = self.worker.run_sync(self.model.encode_reference, crop)
         self._rest_crop = crop  # until the model's rest mouth is ready: the reference, still
         self._ref_crop = (crop, mask)
+        chunk = self._rest_chunk(crop, mask)
+        self._rest_job = self.worker.submit(chunk, self._reference, self.ladder.rung.steps, always=True)
+        # a model that corrects its pixels from the reference crop's own error (a context head)
+        # draws the reference itself almost exactly, whether or not it can draw the face: with
+        # texture "auto" its probe is rendered without that correction (``probe_reference``)
+        probe_ref = self._probe_reference()
+        if probe_ref is not None:
+            self._probe_job = self.worker.submit(chunk, probe_ref, self.ladder.rung.steps, always=True)
+
+    def _rest_chunk(self, crop: np.ndarray, mask: np.ndarray) -> ModelChunk:
+        """One chunk of ``crop`` held still, in silence: the model's drawing of that face at rest."""
         L = self.chunker.chunk_frames
         n_audio = round((self.config.chunk.audio_before_ms + self.config.chunk.audio_after_ms) * 16)
-        chunk = ModelChunk(
+        return ModelChunk(
             np.repeat(crop[None], L, 0),
             np.repeat(mask[None], L, 0),
             np.zeros((L, n_audio), np.float32),
             np.zeros(L, bool),
             np.zeros(L, np.float64),
         )
-        self._rest_job = self.worker.submit(chunk, self._reference, self.ladder.rung.steps)
-        # a model that corrects its pixels from the reference crop's own error (a context head)
-        # draws the reference itself almost exactly, whether or not it can draw the face: with
-        # texture "auto" its probe is rendered without that correction (``probe_reference``)
+
+    def _probe_reference(self) -> Any:
+        """The reference texture "auto" renders its probes with: the model's own, or for a model
+        with a context head the one without it (``probe_reference``); None: the rest rendering is
+        the probe."""
         probe = getattr(self.model, "probe_reference", None)
-        auto = self.config.model.texture == "auto"
-        probe_ref = probe(self._reference) if probe is not None and auto else None
-        if probe_ref is not None:
-            self._probe_job = self.worker.submit(chunk, probe_ref, self.ladder.rung.steps)
+        if probe is None or self.config.model.texture != "auto":
+            return None
+        return probe(self._reference)
+
+    def _close_ref_window(self) -> None:
+        """The end of model.reference_window_s (or of the input). With texture "auto", if the most
+        closed-looking mouth of the window is not the first face's, the model draws that frame's
+        face at rest too, and the texture is decided again on it (``_rest``): a first face caught
+        mid-word is compared with a closed drawing, so it reads as a face the model cannot draw."""
+        self._ref_window_open = False
+        if self.config.model.texture != "auto" or self._ref_frame is None:
+            return
+        if self.stats.reference_frame == self._ref_first:
+            return
+        img, face = self._ref_frame
+        crop, mask = self.cropper.crop(img, face), self.cropper.mouth_mask(face)
+        probe_ref = self._probe_reference()
+        ref = self._reference if probe_ref is None else probe_ref
+        job = self.worker.submit(self._rest_chunk(crop, mask), ref, self.ladder.rung.steps, always=True)
+        if job is not None:  # None: the worker is shut down
+            self._texture_job = (job, crop, mask)
 
     def _rest(self, wait: bool = False) -> np.ndarray | None:
         """The mouth at rest; ``wait`` (offline): wait for the model's rest rendering instead of
@@ -256,10 +296,19 @@ class LipSyncSession:
             if job.exception() is None:
                 self._rest_crop = self._rest_render = job.result().frames[0]
                 drawn = probe.result().frames[0] if probe is not None and probe.exception() is None else None
-                self._choose_texture(self._rest_render if drawn is None else drawn)
+                assert self._ref_crop is not None
+                self._choose_texture(self._rest_render if drawn is None else drawn, *self._ref_crop)
+        again = self._texture_job
+        if again is not None and self._rest_job is None:
+            if wait:
+                cf.wait([again[0]])
+            if again[0].done():
+                self._texture_job = None
+                if again[0].exception() is None and self._rest_render is not None:
+                    self._choose_texture(again[0].result().frames[0], again[1], again[2], cast_too=False)
         return self._rest_crop
 
-    def _choose_texture(self, probe: np.ndarray) -> None:
+    def _choose_texture(self, probe: np.ndarray, crop: np.ndarray, mask: np.ndarray, cast_too: bool = True) -> None:
         """Compare the model's rendering of the reference at rest with the reference itself, over
         the mask: the per-channel median difference is the model's colour cast on this face (e.g.
         its training characters' palette), and what remains after taking it off (mean CIELAB
@@ -267,11 +316,11 @@ class LipSyncSession:
         the model's pixels from then on. With ``model.texture = "auto"``, a face whose remainder is
         beyond ``model.texture_auto_delta_e`` (the texture of a photograph, for a model trained on
         rendered characters) takes the "reference" texture, any other face the model's pixels.
-        ``probe``: the rendering that decides: the rest rendering, or for a model with a context
-        head the same rendering without the head (``_set_reference``); the colour cast is always
-        the rest rendering's, which is what is pasted."""
-        assert self._rest_render is not None and self._ref_crop is not None
-        crop, mask = self._ref_crop
+        ``probe``: the rendering that decides, of ``crop`` (with ``mask``) at rest: the rest
+        rendering, or for a model with a context head the same rendering without the head
+        (``_set_reference``); the colour cast is always the rest rendering's, which is what is
+        pasted (``cast_too=False``: a second decision, on another frame, leaves it as it is)."""
+        assert self._rest_render is not None
         region = mask >= 0.5
         if not region.any():
             return
@@ -279,13 +328,14 @@ class LipSyncSession:
         def cast(img: np.ndarray) -> np.ndarray:
             return np.median(crop[region].astype(np.float32) - img[region].astype(np.float32), axis=0)
 
-        offset = cast(self._rest_render)
-        self.stats.colour_offset = [float(v) for v in offset]
+        if cast_too:
+            offset = cast(self._rest_render)
+            self.stats.colour_offset = [float(v) for v in offset]
+            if self.config.model.match_colour:
+                self._colour_offset = offset
         self.stats.rest_delta_e_raw = mean_delta_e(probe, crop, region)
         de = mean_delta_e(shift_colour(probe, cast(probe)), crop, region)
         self.stats.rest_delta_e = de
-        if self.config.model.match_colour:
-            self._colour_offset = offset
         if self.config.model.texture == "auto":
             self._texture = "reference" if de > self.config.model.texture_auto_delta_e else "model"
             log.info("texture: %s (the model's rest mouth is delta-E %.1f from the reference)", self._texture, de)
@@ -579,6 +629,13 @@ class LipSyncSession:
                     break  # its chunk is not planned yet
                 if not self._finished and slot.frame.time_s >= self.vad.settled_until_s and self._tail_settles:
                     break  # a stop that would move back over it may not be heard yet
+                if self._ref_window_open and self.config.model.texture == "auto":
+                    # texture "auto" decides once, on the window's most closed-looking mouth: nothing
+                    # leaves before the window is over, and the model's queue is drained meanwhile
+                    # (offline, no chunk is refused)
+                    jobs = [f for s in self._slots for f, _, _ in s.jobs]
+                    cf.wait([*jobs, *(j for j in (self._rest_job, self._probe_job) if j is not None)])
+                    break
             elif slot.deadline_s > now:
                 break
             out = self._compose(slot, now, wait)

@@ -99,9 +99,13 @@ class ModelWorker:
     def pending(self) -> int:
         return self._pending
 
-    def submit(self, chunk: ModelChunk, reference: Any, steps: int) -> cf.Future[JobResult] | None:
+    def submit(
+        self, chunk: ModelChunk, reference: Any, steps: int, always: bool = False
+    ) -> cf.Future[JobResult] | None:
+        """``always``: a one-off job the stream needs (a drawing at rest), queued even beyond
+        ``max_pending``."""
         with self._lock:
-            if self._pending >= self.max_pending:
+            if self._pending >= self.max_pending and not always:
                 return None
             self._pending += 1
             # The clock is told the *thread* is busy (0 -> 1 pending), not each job: a job queued

@@ -652,6 +652,121 @@ def test_texture_reference_rests_on_the_most_closed_mouth_of_the_first_seconds()
     assert rest.mean() > 150  # not the dark open mouth of the first frames
 
 
+class DrawsItClosed(MarkerModel):
+    """Draws the face it is given at rest with the mouth closed (the dark inside of an open
+    mouth, and the line between the lips, painted over with the skin's median colour), the
+    marker in speech: a model that can draw this face, shown a first frame caught mid-word."""
+
+    def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+        out = super().generate(chunk, reference, steps)
+        if chunk.speech.any():
+            return out
+        frames = chunk.frames.copy()
+        dark = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) < 110
+        frames[dark] = np.median(frames.reshape(-1, 3), axis=0).astype(np.uint8)
+        return frames
+
+
+def mid_word_video(n: int, open_frames: int) -> list[VideoFrame]:
+    """A still face whose mouth is open (dark inside) for the first ``open_frames`` frames, then
+    closed (the line between the lips)."""
+    x0, y0, x1, y1 = BOX
+    mouth = (round((x0 + x1) / 2), round(y0 + 0.75 * (y1 - y0)))
+    skin = np.zeros((H, W, 3), np.uint8)
+    skin[...] = (190, 150, 130)
+    video = []
+    for i in range(n):
+        img = skin.copy()
+        if i < open_frames:  # wide open: most of the mask is the dark inside
+            cv2.ellipse(img, mouth, (18, 13), 0, 0, 360, (40, 20, 25), -1)
+        else:
+            cv2.line(img, (mouth[0] - 14, mouth[1]), (mouth[0] + 14, mouth[1]), (120, 60, 60), 1)
+        video.append(VideoFrame(img, i, Fraction(1, FPS)))
+    return video
+
+
+def test_texture_auto_decides_again_on_the_most_closed_mouth_when_the_stream_starts_mid_word() -> None:
+    """A model that draws the face is judged on a closed mouth. The first face of a stream that
+    starts mid-word shows an open one, which the model's closed drawing at rest is far from, so
+    the first decision takes the reference. Once model.reference_window_s is over, the model
+    draws the most closed-looking mouth of the window at rest too, and "auto" decides again on
+    that: the model's own pixels. Offline the decision is made once, before any frame leaves;
+    live it takes effect when that drawing is back."""
+    n = 90
+    segs = [(0.2, 0.8), (2.6, 3.2)]
+    cfg = load(None, [])
+    assert cfg.model.texture == "auto" and cfg.model.reference_window_s == 2.0
+    audio = ramp_audio(n / FPS, 0.15, 0.15)
+    level = round(MarkerModel.level(np.full(4480, 0.15 / np.sqrt(2), np.float32)))
+
+    def marker_shown(run: Run, a: float, b: float) -> bool:  # the model's own pixels in speech
+        core, _ = mouth_regions(run)
+        spoken = [o for o in run.frames if o.kind is FrameKind.GENERATED and a <= o.frame.time_s <= b]
+        assert spoken
+        return all(abs(np.median(o.frame.image[core]) - level) <= 2 for o in spoken)
+
+    clock = VirtualClock()
+    live = run_live(DrawsItClosed(clock=clock), clock, mid_word_video(n, 10), audio, segs, cfg)
+    st = live.session.stats
+    assert st.reference_frame >= 10 and st.texture == "model" and st.rest_delta_e < 5.0
+    rest_calls = [c for c in live.model.calls if not c.speech.any()]
+    assert len(rest_calls) == 2  # the first face at rest, then the window's closed one
+    assert not marker_shown(live, 0.3, 0.7)  # live: the first decision (the reference) until then
+    assert marker_shown(live, 2.7, 3.1)
+
+    clock = VirtualClock()
+    model = DrawsItClosed(clock=clock)
+    tracker = FaceTracker(cfg.face, FixedFaceDetector([BOX]))
+    session = LipSyncSession(cfg, model, clock, tracker=tracker, vad=ScriptedVad(segs, None))
+    offline = Run(session, model, clock, mid_word_video(n, 10), audio)
+    try:
+        run_offline(session, interleave(offline.video, audio), lambda f, a: offline.batches.append((f, a, 0.0)))
+    finally:
+        session.close()
+    st = session.stats
+    assert st.texture == "model" and st.chunks_refused == 0 and len(offline.frames) == n
+    assert marker_shown(offline, 0.3, 0.7) and marker_shown(offline, 2.7, 3.1)  # decided once
+
+    # a stream that starts at rest: one drawing at rest, one decision
+    clock = VirtualClock()
+    still = run_live(DrawsItClosed(clock=clock), clock, mid_word_video(n, 0), audio, segs, cfg)
+    assert still.session.stats.texture == "model" and still.session.stats.reference_frame == 0
+    assert sum(not c.speech.any() for c in still.model.calls) == 1
+    assert marker_shown(still, 0.3, 0.7)
+
+
+def test_a_drawing_at_rest_is_queued_even_when_the_model_queue_is_full() -> None:
+    """ModelWorker refuses a chunk beyond ``max_pending`` (its frames fall back), but a one-off
+    job the stream needs (the session's drawings at rest, ``always=True``) is queued anyway: the
+    second texture decision of a stream cut mid-word must not depend on the queue at that moment."""
+    import threading
+
+    from stream.clock import MonotonicClock
+    from stream.worker import ModelWorker
+
+    gate = threading.Event()
+
+    class Blocked(MarkerModel):
+        def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+            gate.wait(10)
+            return super().generate(chunk, reference, steps)
+
+    worker = ModelWorker(Blocked(), MonotonicClock(), max_pending=1)
+    crop = np.zeros((64, 64, 3), np.uint8)
+    chunk = ModelChunk(crop[None], np.ones((1, 64, 64), np.float32), np.zeros((1, 4480), np.float32),
+                       np.zeros(1, bool), np.zeros(1))  # fmt: skip
+    try:
+        first = worker.submit(chunk, crop, 1)
+        assert first is not None and worker.submit(chunk, crop, 1) is None  # a chunk: refused
+        rest = worker.submit(chunk, crop, 1, always=True)
+        assert rest is not None and worker.pending == 2
+        gate.set()
+        assert rest.result(10).frames.shape == crop[None].shape and first.result(10) is not None
+    finally:
+        gate.set()
+        worker.close()
+
+
 def test_match_colour_takes_the_models_colour_cast_off_its_pixels() -> None:
     """model.match_colour: a model that draws the face with a colour cast (here 30 levels too
     blue) has its pixels shifted back by the median difference between the reference crop and its

@@ -9,7 +9,7 @@ clips have a voice and a look the model never saw.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Literal
 
@@ -311,6 +311,23 @@ def shape(params: np.ndarray) -> MouthShape:
 def cycled(track: np.ndarray, n: int) -> np.ndarray:
     """``track`` repeated from its start to ``n`` rows (how :func:`rerender` uses a shorter one)."""
     return track[np.arange(n) % track.shape[0]]
+
+
+def clip_span(clip: Clip, start: int, stop: int | None = None) -> Clip:
+    """Frames ``start`` to ``stop`` of ``clip`` (to its end by default), with their audio and truth."""
+    stop = len(clip.frames) if stop is None else min(stop, len(clip.frames))
+    a, b = start * SAMPLE_RATE_HZ // FPS, stop * SAMPLE_RATE_HZ // FPS
+    cut = slice(start, stop)
+    return replace(
+        clip,
+        frames=clip.frames[cut],
+        audio=clip.audio[a:b],
+        mouth=clip.mouth[cut],
+        keypoints=clip.keypoints[cut],
+        speech=clip.speech[cut],
+        poses=clip.poses[cut],
+        blinks=clip.blinks[cut],
+    )
 
 
 def rerender(clip: Clip, mouth: np.ndarray, size: int | None = None) -> np.ndarray:
