@@ -82,6 +82,10 @@ class FaceConfig:
     # which do not; the window keeps the size and offset from the eyes of the one the rest mouth
     # was drawn in: the reference frame's, or the held pause drawing's)
     steady_rest_anchor: Literal["box", "eyes"] = "eyes"
+    # a held pause's mouth (vad.pause_mouth = "held") glides from its first frame's own crop window,
+    # which the drawing before it was pasted through, to the steady one over this many frames,
+    # instead of jumping there at once (0: the jump); its mask is the steady one from the start
+    rest_glide_frames: int = 6
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "face.mask_paste_gain": (1.0, 50.0),
     "face.mask_paste_radius": (0.0, 10.0),
     "face.steady_rest_frames": (0, 50),
+    "face.rest_glide_frames": (0, 50),
     "chunk.chunk_frames": (1, 64),
     "chunk.overlap_frames": (0, 32),
     "chunk.audio_before_ms": (0, 2000),

@@ -161,6 +161,9 @@ class LipSyncSession:
         # face.steady_rest_mask = "pause": the rest mouth's mask so far in this pause (it only grows)
         self._rest_mask: np.ndarray | None = None
         self._last_steady: tuple[FaceState, np.ndarray] | None = None  # _steady_face's last answer
+        # face.rest_glide_frames: at a held pause's first frame, its own crop window minus the
+        # steady one (centre x, y, side, roll), and the pause's frames since; None: no glide
+        self._glide: tuple[np.ndarray, int] | None = None
 
     # -- input ------------------------------------------------------------------------
     def _deadline(self, media_s: float) -> float:
@@ -424,6 +427,35 @@ class LipSyncSession:
         self._last_steady = (steady, mask)
         return steady, mask
 
+    def _glided(
+        self, own: FaceState, steady: tuple[FaceState, np.ndarray], start: bool
+    ) -> tuple[FaceState, np.ndarray]:
+        """A held pause's mouth glides from the crop window of its first frame (the frame's own,
+        which the drawing before it was pasted through) to the steady one (placed from the eyes
+        averaged over the frames around) over ``face.rest_glide_frames`` frames, instead of
+        jumping there at that frame. The mask is the steady one from the first frame: gliding it
+        too would show more of the filmed mouth, which moves when dubbing, for those frames."""
+        n = self.config.face.rest_glide_frames
+        face, mask = steady
+        if start:
+            d = np.subtract((*own.center, own.side_px, own.angle_rad), (*face.center, face.side_px, face.angle_rad))
+            self._glide = (d, 0)
+        if n <= 0 or self._glide is None:
+            return steady
+        d, j = self._glide
+        f = 1.0 - j / n
+        if f <= 0.0:
+            self._glide = None
+            return steady
+        self._glide = (d, j + 1)
+        moved = replace(
+            face,
+            center=(face.center[0] + f * float(d[0]), face.center[1] + f * float(d[1])),
+            side_px=face.side_px + f * float(d[2]),
+            angle_rad=face.angle_rad + f * float(d[3]),
+        )
+        return moved, mask
+
     # -- chunks --------------------------------------------------------------------
     def _slot(self, index: int) -> _Slot | None:
         k = index - self._base
@@ -550,6 +582,7 @@ class LipSyncSession:
         assert slot.crop is not None and slot.mask is not None
         late = False
         shown_w = sw  # how much of the model's drawing is mixed over the rest mouth
+        pause_start = False
         if sw <= 0.0:
             if held and self._closing and outputs:
                 # the pause's first frame: the model's drawing here (closed: the audio is silent) is
@@ -557,6 +590,7 @@ class LipSyncSession:
                 self._pause_crop = rest = blend_outputs(outputs)
                 assert slot.face is not None  # a frame with model outputs has a face
                 self._pause_shape = rest_shape = slot.face.shape()
+                pause_start = True
             self._closing = False
             kind, crop = FrameKind.REST, rest
         elif outputs:
@@ -595,6 +629,10 @@ class LipSyncSession:
             fading = kind is FrameKind.GENERATED and shown_w < 1.0
             resting = kind is FrameKind.REST or fading
             steady = self._steady_face(slot, rest_shape) if rest is not None and resting else None
+            if kind is FrameKind.REST and held and steady is not None:
+                steady = self._glided(slot.face, steady, pause_start)
+            else:
+                self._glide = None
             if steady is None:
                 paste = self._paste_rest if kind is FrameKind.REST else self._paste
                 image = paste(frame.image, crop, slot.face, slot.mask)
@@ -642,7 +680,7 @@ class LipSyncSession:
             if slot.face is None:  # the steady window never spans a lost face, nor a pause's mouth
                 self._recent_faces.clear()
                 self._pause_crop, self._closing = None, False
-                self._pause_shape = self._rest_mask = self._last_steady = None
+                self._pause_shape = self._rest_mask = self._last_steady = self._glide = None
             else:
                 self._recent_faces.append(slot.face)
             self._slots.popleft()

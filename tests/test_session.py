@@ -485,6 +485,67 @@ class BreathingJaw(FixedFaceDetector):
         return [replace(det, box=(x0, y0, x1, y1 + g), keypoints=kp)]
 
 
+class JitteryEyes(FixedFaceDetector):
+    """A still face whose detected eyes jump up and down by 3 px from one detection to the next
+    (a real detector's landmarks jitter): the steady window, placed from the eyes averaged over
+    the frames around, is then not the frame's own."""
+
+    def detect(self, image: np.ndarray) -> list:
+        (det,) = super().detect(image)
+        kp = det.keypoints.copy()
+        kp[:2, 1] += 3.0 * (1 if self.calls % 2 else -1)  # both eyes
+        return [replace(det, keypoints=kp)]
+
+
+class StripedSpeech(MarkerModel):
+    """Draws the face it is given, with dark stripes across the mask in speech: a drawing with
+    texture, so a move of the window it is pasted through shows."""
+
+    def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
+        super().generate(chunk, reference, steps)
+        out = chunk.frames.copy()
+        if chunk.speech.any():
+            stripes = np.zeros(out.shape[1:3], bool)
+            stripes[::5] = True
+            out[:, stripes & (chunk.masks[0] > 0.5)] = 30
+        return out
+
+
+def test_a_held_pause_glides_to_its_steady_window_instead_of_jumping() -> None:
+    """``face.rest_glide_frames``: the drawing before a held pause was pasted through each frame's
+    own window and mask, the pause's through the steady window (the eyes averaged over the frames
+    around) and the pause's grown mask. At once (0) the mouth moves in the pause's first frame; by
+    default the first frame is pasted through its own window, as the frames before it were (with
+    the pause's mask), and the window glides to the steady one over the next frames, where both
+    runs then agree."""
+    n = 75
+    segs = [(0.4, 1.0), (2.2, 2.8)]
+    spoken = lambda t: ((t >= 0.4) & (t < 1.0)) | ((t >= 2.2) & (t < 2.8))  # noqa: E731
+    audio = list(audio_frames(tone(n / FPS, RATE, 2, amp_fn=lambda t: 0.5 * spoken(t)), RATE, BLOCK))
+    runs = {}
+    for key, how in (("jump", "face.rest_glide_frames=0"), ("glide", "face.rest_glide_frames=6"),
+                     ("own", "face.steady_rest_frames=0")):  # fmt: skip
+        clock = VirtualClock()
+        cfg = config("vad.pause_mouth=held", how)
+        runs[key] = run_live(StripedSpeech(clock=clock), clock, still_frames(n), audio, segs, cfg, JitteryEyes([BOX]))
+    assert load(None, []).face.rest_glide_frames == 6
+    jump, glide, own = ([o.frame.image.astype(int) for o in runs[k].frames] for k in ("jump", "glide", "own"))
+    kinds = [o.kind for o in runs["glide"].frames]
+    first = next(i for i in range(1, n) if kinds[i] is FrameKind.REST and kinds[i - 1] is FrameKind.GENERATED)
+    assert [o.kind for o in runs["jump"].frames] == kinds
+
+    def moved(frames: list[np.ndarray], i: int) -> float:  # the change into frame i
+        return float(np.abs(frames[i] - frames[i - 1]).mean())
+
+    # the first frame: through its own window, as the frame before it was (and as without the
+    # steady window), the pause's mask aside
+    off = {k: float(np.abs(frames[first] - own[first]).mean()) for k, frames in (("jump", jump), ("glide", glide))}
+    assert off["glide"] < 0.5 * off["jump"]
+    assert moved(jump, first) > 2 * max(moved(glide, i) for i in range(first, first + 7))
+    for i in range(first + 6, first + 12):  # then the steady window and mask, as without the glide
+        assert kinds[i] is FrameKind.REST and np.array_equal(glide[i], jump[i])
+
+
 def test_the_rest_window_placed_by_the_eyes_stands_still_when_only_the_jaw_moves() -> None:
     """``face.steady_rest_anchor = "eyes"``: the rest mouth's window is placed from the eyes,
     averaged over the steady window, at the size and offset from them of the window the rest
