@@ -308,7 +308,13 @@ class LipSyncSession:
             if again[0].done():
                 self._texture_job = None
                 if again[0].exception() is None and self._rest_render is not None:
-                    self._choose_texture(again[0].result().frames[0], again[1], again[2], cast_too=False)
+                    drawn = again[0].result().frames[0]
+                    self._choose_texture(drawn, again[1], again[2], cast_too=False)
+                    if self._probe_reference() is None and self._ref_frame is not None:
+                        # the drawing is the model's rest mouth too (a closed mouth drawn closed, not
+                        # an open one), in that frame's window
+                        self._rest_crop = self._rest_render = drawn
+                        self._ref_shape = self._ref_frame[1].shape()
         return self._rest_crop
 
     def _choose_texture(self, probe: np.ndarray, crop: np.ndarray, mask: np.ndarray, cast_too: bool = True) -> None:

@@ -718,6 +718,10 @@ class DrawsItClosed(MarkerModel):
     mouth, and the line between the lips, painted over with the skin's median colour), the
     marker in speech: a model that can draw this face, shown a first frame caught mid-word."""
 
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.drawn_at_rest: list[np.ndarray] = []
+
     def generate(self, chunk: ModelChunk, reference: Any, steps: int) -> np.ndarray:
         out = super().generate(chunk, reference, steps)
         if chunk.speech.any():
@@ -725,6 +729,7 @@ class DrawsItClosed(MarkerModel):
         frames = chunk.frames.copy()
         dark = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) < 110
         frames[dark] = np.median(frames.reshape(-1, 3), axis=0).astype(np.uint8)
+        self.drawn_at_rest.append(frames)
         return frames
 
 
@@ -787,6 +792,9 @@ def test_texture_auto_decides_again_on_the_most_closed_mouth_when_the_stream_sta
     st = session.stats
     assert st.texture == "model" and st.chunks_refused == 0 and len(offline.frames) == n
     assert marker_shown(offline, 0.3, 0.7) and marker_shown(offline, 2.7, 3.1)  # decided once
+    # the closed mouth's drawing is the mouth at rest from then on, placed by that frame's window
+    assert len(model.drawn_at_rest) == 2 and np.array_equal(session._rest_render, model.drawn_at_rest[1][0])
+    assert session._ref_frame is not None and np.allclose(session._ref_shape, session._ref_frame[1].shape())
 
     # a stream that starts at rest: one drawing at rest, one decision
     clock = VirtualClock()
