@@ -676,18 +676,7 @@ def test_texture_reference_rests_on_the_most_closed_mouth_of_the_first_seconds()
     n = 80
     segs = [(0.2, 0.8), (2.4, 3.0)]
 
-    x0, y0, x1, y1 = BOX
-    mouth = (round((x0 + x1) / 2), round(y0 + 0.75 * (y1 - y0)))
-    skin = np.zeros((H, W, 3), np.uint8)
-    skin[...] = (190, 150, 130)
-    video = []
-    for i in range(n):
-        img = skin.copy()
-        if i < 10:  # open: the dark inside of the mouth
-            cv2.ellipse(img, mouth, (14, 8), 0, 0, 360, (40, 20, 25), -1)
-        else:  # closed: the line between the lips
-            cv2.line(img, (mouth[0] - 14, mouth[1]), (mouth[0] + 14, mouth[1]), (120, 60, 60), 1)
-        video.append(VideoFrame(img, i, Fraction(1, FPS)))
+    video = mid_word_video(n, 10, open_axes=(14, 8))
     got = {}
     # the same rest with the model's own texture and vad.pause_mouth = "frame"
     for key, how in (
@@ -733,9 +722,10 @@ class DrawsItClosed(MarkerModel):
         return frames
 
 
-def mid_word_video(n: int, open_frames: int) -> list[VideoFrame]:
-    """A still face whose mouth is open (dark inside) for the first ``open_frames`` frames, then
-    closed (the line between the lips)."""
+def mid_word_video(n: int, open_frames: int, open_axes: tuple[int, int] = (18, 13)) -> list[VideoFrame]:
+    """A still face whose mouth is open (its dark inside, an ellipse of ``open_axes`` half-axes;
+    by default wide open, most of the mask) for the first ``open_frames`` frames, then closed (the
+    line between the lips)."""
     x0, y0, x1, y1 = BOX
     mouth = (round((x0 + x1) / 2), round(y0 + 0.75 * (y1 - y0)))
     skin = np.zeros((H, W, 3), np.uint8)
@@ -743,8 +733,8 @@ def mid_word_video(n: int, open_frames: int) -> list[VideoFrame]:
     video = []
     for i in range(n):
         img = skin.copy()
-        if i < open_frames:  # wide open: most of the mask is the dark inside
-            cv2.ellipse(img, mouth, (18, 13), 0, 0, 360, (40, 20, 25), -1)
+        if i < open_frames:
+            cv2.ellipse(img, mouth, open_axes, 0, 0, 360, (40, 20, 25), -1)
         else:
             cv2.line(img, (mouth[0] - 14, mouth[1]), (mouth[0] + 14, mouth[1]), (120, 60, 60), 1)
         video.append(VideoFrame(img, i, Fraction(1, FPS)))
